@@ -1,0 +1,1 @@
+"""Devices and streams: BrainFlow boards, LSL inlets/outlets, XDF recording and replay, files."""

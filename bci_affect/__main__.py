@@ -1,0 +1,5 @@
+import sys
+
+from bci_affect.cli import main
+
+sys.exit(main())

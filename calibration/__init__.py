@@ -1,0 +1,1 @@
+"""The calibration session: query policy, labelling UI, label store, personalisation."""
