@@ -101,8 +101,11 @@ class Outlet:
                 self._outlet.push_sample([str(v) for v in chunk.data[:, i]], chunk.times[i])
             return
         samples = np.ascontiguousarray(chunk.data.T, dtype=chunk.info.dtype)
-        # pylsl takes one timestamp per sample when given an array of them.
-        self._outlet.push_chunk(samples, np.ascontiguousarray(chunk.times))
+        if chunk.n_times == 1:
+            self._outlet.push_sample(samples[0], float(chunk.times[0]))
+            return
+        # pylsl takes one timestamp per sample when given a list of them.
+        self._outlet.push_chunk(samples, chunk.times.tolist())
 
     def have_consumers(self) -> bool:
         return self._outlet.have_consumers()
