@@ -1,0 +1,316 @@
+"""EEG features per window: band power, relative band power and differential entropy per
+channel and band, frontal alpha asymmetry, and the filtered window as a tensor.
+
+The window is re-referenced *here*, after quality scoring, so that bad channels stay out of the
+average reference; re-referencing is linear and instantaneous, so doing it per window equals
+doing it in the stream. Bad channels (and the reference channel itself) get NaN features and a
+zero row in the tensor.
+
+:class:`FeatureExtractor` handles one window at a time and reuses the band powers of the
+Welch segments it already transformed; :func:`extract_features` handles a stack of windows
+with :func:`bci_affect.dsp.features.band_features`. Both end in
+:func:`bci_affect.dsp.features.band_features_from_power`, so they agree (to rounding).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bci_affect.core.errors import ConfigError
+from bci_affect.dsp.features import (
+    BANDS,
+    BandFeatures,
+    band_features,
+    band_features_from_power,
+    frontal_alpha_asymmetry,
+    frontal_pairs,
+)
+from bci_affect.dsp.filters import reference_weights, rereference
+from bci_affect.dsp.spectrum import band_matrix, hann, psd_scale, rfft_freqs, segment_spectra
+from bci_affect.processors._channels import resolve, resolve_one
+from bci_affect.processors._segments import SegmentCache
+from bci_affect.processors.windower import Window
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Settings of :class:`FeatureExtractor`.
+
+    Parameters
+    ----------
+    bands : tuple of (name, lo_hz, hi_hz)
+        Frequency bands, half-open ``[lo, hi)``.
+    reference : str, int or None
+        Per-window re-reference: ``"average"`` (of the good channels), a channel name or index,
+        or ``None`` (keep the recording's reference).
+    faa_pairs : tuple of (left, right) channel names, or None
+        Frontal pairs for the alpha asymmetry; ``None``: the homologous 10-20 pairs found in
+        the channel names (Fp1/Fp2, AF3/AF4, F3/F4, F7/F8, ...).
+    tensor : bool
+        Also return the re-referenced window as float32 for a convolutional encoder.
+    welch_seg_s : float
+        Welch segment length in seconds (50 % overlap).
+    """
+
+    bands: tuple[tuple[str, float, float], ...] = tuple((k, *v) for k, v in BANDS.items())
+    reference: str | int | None = None
+    faa_pairs: tuple[tuple[str, str], ...] | None = None
+    tensor: bool = True
+    welch_seg_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        bands = tuple((str(n), float(lo), float(hi)) for n, lo, hi in self.bands)
+        if not bands:
+            raise ConfigError("bands must name at least one frequency band")
+        for name, lo, hi in bands:
+            if not 0 <= lo < hi:
+                raise ConfigError(f"band {name!r}: need 0 <= lo < hi, got {lo}, {hi} Hz")
+        if len({b[0] for b in bands}) != len(bands):
+            raise ConfigError(f"band names must be unique, got {[b[0] for b in bands]}")
+        object.__setattr__(self, "bands", bands)
+        if not (np.isfinite(self.welch_seg_s) and self.welch_seg_s > 0):
+            raise ConfigError(f"welch_seg_s must be > 0 s, got {self.welch_seg_s}")
+        if self.faa_pairs is not None:
+            object.__setattr__(self, "faa_pairs", tuple(tuple(p) for p in self.faa_pairs))
+            for p in self.faa_pairs:
+                if len(p) != 2:
+                    raise ConfigError(f"faa_pairs holds (left, right) pairs, got {p!r}")
+
+    @property
+    def band_dict(self) -> dict[str, tuple[float, float]]:
+        return {n: (lo, hi) for n, lo, hi in self.bands}
+
+
+@dataclass(frozen=True)
+class Features:
+    """Features of one window, or of many (arrays then gain a leading window axis).
+
+    Attributes
+    ----------
+    bands : tuple of str
+    power : ndarray, shape (..., n_chans, n_bands)
+        Band power, µV²; NaN for channels left out.
+    relative : ndarray, shape (..., n_chans, n_bands)
+        Band power over the sum of the bands.
+    de : ndarray, shape (..., n_chans, n_bands)
+        Differential entropy, nats.
+    faa : float or ndarray
+        Frontal alpha asymmetry (NaN without a usable pair).
+    used : ndarray of bool, shape (..., n_chans)
+        Channels whose features are valid.
+    tensor : ndarray of float32, shape (..., n_chans, n_times), or None
+        Re-referenced filtered window, zero rows for channels left out.
+    """
+
+    bands: tuple[str, ...]
+    power: NDArray
+    relative: NDArray
+    de: NDArray
+    faa: NDArray
+    used: NDArray
+    tensor: NDArray | None
+
+    def __getitem__(self, i: int) -> Features:
+        """Features of window ``i`` of a stacked result."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v if f.name == "bands" or v is None else v[i]
+        return Features(**out)
+
+
+class _Setup:
+    def __init__(self, config: FeatureConfig, sfreq: float, ch_names: tuple[str, ...]) -> None:
+        self.key = (sfreq, ch_names)
+        self.seg_len = max(2, int(round(config.welch_seg_s * sfreq)))
+        self.step = max(1, self.seg_len // 2)
+        self.taper = hann(self.seg_len)
+        freqs = rfft_freqs(sfreq, self.seg_len)
+        self.bands = config.band_dict
+        nyq = sfreq / 2
+        for name, (lo, hi) in self.bands.items():
+            if hi > nyq:
+                raise ConfigError(
+                    f"band {name!r} ({lo:g}-{hi:g} Hz) reaches above the Nyquist frequency "
+                    f"({nyq:g} Hz) at {sfreq:g} Hz"
+                )
+        # Per segment: |X|**2 @ seg_matrix is that segment's share of the Welch band power.
+        self.seg_matrix = psd_scale(sfreq, self.taper)[:, None] * band_matrix(freqs, self.bands).T
+        ref = config.reference
+        if ref is not None and ref != "average":
+            ref = resolve_one(ref, ch_names, "FeatureConfig.reference")
+        self.reference = ref
+        if config.faa_pairs is None:
+            self.pairs = frontal_pairs(ch_names)
+        else:
+            flat = resolve([c for p in config.faa_pairs for c in p], ch_names, "faa_pairs")
+            self.pairs = list(zip(flat[0::2], flat[1::2], strict=True))
+        self.pairs = np.array(self.pairs, dtype=np.intp).reshape(-1, 2)
+        alpha = [i for i, b in enumerate(self.bands) if b == "alpha"]
+        self.alpha = alpha[0] if alpha else None
+
+    def segment_spectra(self, segs: NDArray) -> NDArray:
+        return segment_spectra(segs, self.taper)
+
+    def segment_power(self, segs: NDArray) -> NDArray:
+        """Band power share of each segment, (M, C, L) -> (M, C, n_bands)."""
+        x = segment_spectra(segs, self.taper)
+        return self.spectra_power(x)
+
+    def spectra_power(self, x: NDArray) -> NDArray:
+        return (x.real**2 + x.imag**2) @ self.seg_matrix
+
+    def used_and_weights(self, good: NDArray) -> tuple[NDArray, NDArray | None]:
+        """Channels with valid features and reference weights, for ``good`` (..., n_chans)."""
+        good = np.asarray(good, bool)
+        used = good.copy()
+        if self.reference is None:
+            return used, None
+        if self.reference == "average":
+            n = good.sum(axis=-1, keepdims=True)
+            return used, np.where(good, 1.0 / np.maximum(n, 1), 0.0)
+        used[..., self.reference] = False
+        used &= good[..., self.reference][..., None]
+        return used, reference_weights(good.shape[-1], self.reference)
+
+    def finish(self, bf: BandFeatures, used: NDArray, tensor: NDArray | None) -> Features:
+        if np.logical_and.reduce(used, axis=None):
+            power, relative, de = bf.power, bf.relative, bf.de
+        else:
+            mask = used[..., None]
+            power = np.where(mask, bf.power, np.nan)
+            relative = np.where(mask, bf.relative, np.nan)
+            de = np.where(mask, bf.de, np.nan)
+        if self.alpha is not None and len(self.pairs):
+            faa = frontal_alpha_asymmetry(power[..., self.alpha], self.pairs)
+        else:
+            faa = np.full(power.shape[:-2], np.nan)
+        return Features(
+            bands=bf.bands,
+            power=power,
+            relative=relative,
+            de=de,
+            faa=faa,
+            used=used,
+            tensor=tensor,
+        )
+
+
+def _tensor(filtered: NDArray, weights: NDArray | None, used: NDArray) -> NDArray:
+    x = rereference(filtered, weights)
+    if not np.logical_and.reduce(used, axis=None):
+        x = np.where(used[..., None], x, 0.0)
+    return x.astype(np.float32)
+
+
+class FeatureExtractor:
+    """Features of one window at a time: ``__call__(window, good=None) -> Features``.
+
+    ``good`` (bool, shape (n_chans,)) marks the channels to use, usually
+    ``~quality.bad`` from :class:`~bci_affect.processors.quality.QualityScorer`; default all.
+    Incomplete windows (with gaps) give NaN features and no tensor. Band powers of Welch
+    segments shared with earlier windows are reused (per set of good channels when
+    re-referencing), so each hop transforms only its new segments.
+    """
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        self.config = config or FeatureConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self._setup: _Setup | None = None
+        self._cache: SegmentCache | None = None
+        self._ref_store: dict[tuple[int, bytes], NDArray] = {}
+
+    def __call__(self, window: Window, good: NDArray | None = None) -> Features:
+        key = (window.sfreq, window.ch_names)
+        if self._setup is None or self._setup.key != key:
+            s = _Setup(self.config, *key)
+            if window.n_times < s.seg_len:
+                raise ConfigError(
+                    f"window_s={window.window_s} s is shorter than welch_seg_s="
+                    f"{self.config.welch_seg_s} s; lengthen the window or shorten the segment"
+                )
+            self._setup = s
+            compute = s.segment_power if s.reference is None else s.segment_spectra
+            self._cache = SegmentCache(s.seg_len, s.step, compute)
+            self._ref_store = {}
+        s = self._setup
+        n_chans = len(window.ch_names)
+        good = np.ones(n_chans, bool) if good is None else np.asarray(good, bool)
+        if good.shape != (n_chans,):
+            raise ConfigError(f"good must have shape ({n_chans},), got {good.shape}")
+        if not window.complete:
+            nan = np.full((n_chans, len(s.bands)), np.nan)
+            unused = np.zeros(n_chans, bool)
+            return s.finish(band_features_from_power(nan, tuple(s.bands)), unused, None)
+        used, weights = s.used_and_weights(good)
+        keys, seg = self._cache.get(window.eeg, window.first_index)
+        if weights is not None:
+            seg = self._referenced(keys, seg, weights, window.first_index)
+        power = np.add.reduce(seg, axis=0) * (1.0 / seg.shape[0])  # mean over segments (C, B)
+        tensor = _tensor(window.eeg, weights, used) if self.config.tensor else None
+        return s.finish(band_features_from_power(power, tuple(s.bands)), used, tensor)
+
+    def _referenced(
+        self, keys: list[int], spectra: NDArray, weights: NDArray, first_index: int
+    ) -> NDArray:
+        """Band powers of re-referenced segments, cached per segment and reference weights."""
+        store, tag = self._ref_store, weights.tobytes()
+        missing = [i for i, k in enumerate(keys) if (k, tag) not in store]
+        if missing:
+            x = rereference(spectra[missing], weights)
+            for i, p in zip(missing, self._setup.spectra_power(x), strict=True):
+                store[(keys[i], tag)] = p
+            for k in [k for k in store if k[0] < first_index]:
+                del store[k]
+        return np.stack([store[(k, tag)] for k in keys])
+
+
+def extract_features(
+    filtered: NDArray,
+    sfreq: float,
+    ch_names: Sequence[str],
+    config: FeatureConfig | None = None,
+    *,
+    good: NDArray | None = None,
+    complete: NDArray | None = None,
+) -> Features:
+    """Features of many windows at once.
+
+    Parameters
+    ----------
+    filtered : ndarray, shape (n_windows, n_chans, n_times)
+        Filtered EEG, not re-referenced (µV).
+    sfreq : float
+    ch_names : sequence of str
+    config : FeatureConfig
+    good : ndarray of bool, shape (n_windows, n_chans), optional
+        Channels to use (default all).
+    complete : ndarray of bool, shape (n_windows,), optional
+        Windows without gaps (default all); the others get NaN features.
+
+    Returns
+    -------
+    Features
+        Arrays with a leading window axis.
+    """
+    config = config or FeatureConfig()
+    s = _Setup(config, float(sfreq), tuple(ch_names))
+    n_win, n_chans = filtered.shape[:2]
+    good = np.ones((n_win, n_chans), bool) if good is None else np.asarray(good, bool)
+    if complete is not None:
+        good = good & np.asarray(complete, bool)[:, None]
+        filtered = np.where(np.asarray(complete, bool)[:, None, None], filtered, 0.0)
+    used, weights = s.used_and_weights(good)
+    x = rereference(filtered, weights)
+    bf = band_features(x, sfreq, bands=s.bands, seg_len=s.seg_len, step=s.step)
+    tensor = _tensor(filtered, weights, used) if config.tensor else None
+    return s.finish(bf, used, tensor)

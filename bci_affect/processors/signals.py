@@ -1,0 +1,231 @@
+"""The signals chain: preprocess -> aligned windows -> quality -> features.
+
+:class:`SignalPipeline` runs it live, chunk by chunk (``__call__(chunk) -> list[WindowResult]``)
+on any mix of EEG, FaceFeatures and other streams (others are ignored).
+:func:`iter_recording` runs it on whole recorded streams, scoring windows in vectorised batches.
+Both cut the same windows with the same :class:`~bci_affect.processors.windower.Windower` and
+finish through the same maths, so live, chunked and offline results agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from bci_affect.core.chunk import Chunk
+from bci_affect.core.errors import ConfigError
+from bci_affect.processors.features import (
+    FeatureConfig,
+    FeatureExtractor,
+    Features,
+    extract_features,
+)
+from bci_affect.processors.preprocess import Preprocess, PreprocessConfig
+from bci_affect.processors.quality import Quality, QualityConfig, QualityScorer, score_windows
+from bci_affect.processors.windower import FACE_TYPE, Window, WindowConfig, Windower
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SignalsConfig:
+    """Settings of the whole signals chain.
+
+    The re-reference is set in ``features.reference`` (applied per window, after bad channels
+    are known); ``preprocess.reference`` must stay ``None`` here. Use :meth:`make` for the
+    common knobs.
+    """
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+
+    def __post_init__(self) -> None:
+        if self.preprocess.reference is not None:
+            raise ConfigError(
+                "SignalsConfig: set the reference in features.reference, not "
+                "preprocess.reference; the chain re-references each window after bad channels "
+                "are known"
+            )
+        for name, seg in (
+            ("quality", self.quality.welch_seg_s),
+            ("features", self.features.welch_seg_s),
+        ):
+            if seg > self.window.window_s:
+                raise ConfigError(
+                    f"{name}.welch_seg_s={seg} s is longer than window_s={self.window.window_s} s"
+                )
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        line_hz: float | None = 50.0,
+        window_s: float = 4.0,
+        hop_s: float = 0.5,
+        l_freq_hz: float | None = 1.0,
+        h_freq_hz: float | None = 45.0,
+        reference: str | int | None = None,
+        frontal: tuple[str | int, ...] | None = None,
+    ) -> SignalsConfig:
+        """A configuration from the settings users change most.
+
+        ``line_hz`` sets both the notch and the line-noise score (50 Hz in Europe, Asia,
+        Africa and Oceania; 60 Hz in the Americas).
+        """
+        return cls(
+            preprocess=PreprocessConfig(l_freq_hz=l_freq_hz, h_freq_hz=h_freq_hz, notch_hz=line_hz),
+            window=WindowConfig(window_s=window_s, hop_s=hop_s),
+            quality=QualityConfig(line_hz=line_hz, frontal=frontal),
+            features=FeatureConfig(reference=reference),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class WindowResult:
+    """One window with its quality and features."""
+
+    window: Window
+    quality: Quality
+    features: Features
+
+    @property
+    def t_end(self) -> float:
+        return self.window.t_end
+
+
+class SignalPipeline:
+    """The live signals chain; see the module docstring.
+
+    Parameters
+    ----------
+    config : SignalsConfig
+    eeg_stream : str, optional
+        Name of the EEG stream; default: chunks whose stream type is ``EEG``.
+    """
+
+    def __init__(self, config: SignalsConfig | None = None, *, eeg_stream: str | None = None):
+        self.config = config or SignalsConfig()
+        self.eeg_stream = eeg_stream
+        self.preprocess = Preprocess(self.config.preprocess)
+        self.windower = Windower(self.config.window)
+        self.scorer = QualityScorer(self.config.quality)
+        self.extractor = FeatureExtractor(self.config.features)
+        self._eeg_name: str | None = None
+
+    def reset(self) -> None:
+        for step in (self.preprocess, self.windower, self.scorer, self.extractor):
+            step.reset()
+        self._eeg_name = None
+
+    def is_eeg(self, chunk: Chunk) -> bool:
+        if self.eeg_stream is not None:
+            return chunk.name == self.eeg_stream
+        return chunk.info.type.upper() == "EEG"
+
+    def __call__(self, chunk: Chunk) -> list[WindowResult]:
+        if chunk.info.type == FACE_TYPE:
+            return self._score(self.windower.push_face(chunk))
+        if not self.is_eeg(chunk):
+            return []
+        if self._eeg_name is None:
+            self._eeg_name = chunk.name
+        elif chunk.name != self._eeg_name:
+            raise ConfigError(
+                f"two EEG streams ({self._eeg_name!r} and {chunk.name!r}); choose one with "
+                "eeg_stream="
+            )
+        if chunk.n_times == 0:
+            return []
+        filtered = self.preprocess(chunk)
+        return self._score(self.windower.push_eeg(filtered, raw=chunk))
+
+    def flush(self) -> list[WindowResult]:
+        """End of the stream: score the windows still waiting (for late face frames)."""
+        return self._score(self.windower.flush())
+
+    def _score(self, windows: list[Window]) -> list[WindowResult]:
+        out = []
+        for w in windows:
+            q = self.scorer(w)
+            out.append(WindowResult(w, q, self.extractor(w, ~q.bad)))
+        return out
+
+
+def iter_recording(
+    eeg: Chunk,
+    face: Chunk | None = None,
+    config: SignalsConfig | None = None,
+    *,
+    batch: int = 256,
+) -> Iterator[WindowResult]:
+    """Windows of a recorded EEG stream (and FaceFeatures), scored in vectorised batches.
+
+    Gives the same windows, quality and features as :class:`SignalPipeline` fed the same
+    streams (to floating-point rounding).
+
+    Parameters
+    ----------
+    eeg : Chunk
+        The whole raw EEG stream (µV).
+    face : Chunk, optional
+        The whole FaceFeatures stream.
+    config : SignalsConfig
+    batch : int
+        Windows scored per vectorised call (bounds memory).
+    """
+    config = config or SignalsConfig()
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    if eeg.n_times == 0:
+        return
+    filtered = Preprocess(config.preprocess)(eeg)
+    windower = Windower(config.window)
+    pending: list[Window] = []
+    block = max(1, int(round(10.0 * eeg.sfreq))) if eeg.sfreq > 0 else eeg.n_times
+    face_pos = 0
+    for a in range(0, eeg.n_times, block):
+        b = min(a + block, eeg.n_times)
+        if face is not None:  # frames up to this block's end first: no window waits for them
+            f_hi = int(np.searchsorted(face.times, eeg.times[b - 1], side="right"))
+            pending += windower.push_face(
+                replace(face, data=face.data[:, face_pos:f_hi], times=face.times[face_pos:f_hi])
+            )
+            face_pos = f_hi
+        pending += windower.push_eeg(
+            replace(filtered, data=filtered.data[:, a:b], times=filtered.times[a:b]),
+            raw=replace(eeg, data=eeg.data[:, a:b], times=eeg.times[a:b]),
+        )
+        while len(pending) >= batch:
+            yield from _score_batch(pending[:batch], config)
+            pending = pending[batch:]
+    pending += windower.flush()
+    for i in range(0, len(pending), batch):
+        yield from _score_batch(pending[i : i + batch], config)
+
+
+def process_recording(
+    eeg: Chunk, face: Chunk | None = None, config: SignalsConfig | None = None
+) -> list[WindowResult]:
+    """:func:`iter_recording` as a list."""
+    return list(iter_recording(eeg, face, config))
+
+
+def _score_batch(windows: list[Window], config: SignalsConfig) -> list[WindowResult]:
+    w0 = windows[0]
+    complete = np.array([w.complete for w in windows])
+    filt = np.stack([w.eeg for w in windows])
+    raw = np.stack([w.eeg_raw for w in windows]).astype(np.float64)
+    q = score_windows(raw, filt, w0.sfreq, w0.ch_names, config.quality, complete=complete)
+    f = extract_features(
+        filt, w0.sfreq, w0.ch_names, config.features, good=~q.bad, complete=complete
+    )
+    out = []
+    for i, w in enumerate(windows):
+        fi = f[i] if w.complete else replace(f[i], tensor=None)  # as the live extractor gives
+        out.append(WindowResult(w, q[i], fi))
+    return out

@@ -1,0 +1,228 @@
+"""Aligned EEG + FaceFeatures windows on the LSL clock."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bci_affect.core import Chunk, ConfigError, StreamInfo
+from bci_affect.processors import Window, WindowConfig, Windower
+
+SFREQ = 250.0
+FACE_NAMES = ("face_present", "quality", "smile")
+
+
+def _face(times: np.ndarray, present: np.ndarray) -> Chunk:
+    data = np.stack([present.astype(float), np.full(times.shape, 0.9), np.sin(times)])
+    info = StreamInfo("FaceFeatures", "FaceFeatures", 0.0, FACE_NAMES)
+    return Chunk(data, times, info)
+
+
+def _run(windower: Windower, chunks: list[Chunk]) -> list[Window]:
+    out: list[Window] = []
+    for c in chunks:
+        out += windower(c)
+    return out + windower.flush()
+
+
+def _same(a: list[Window], b: list[Window]) -> None:
+    assert [w.t_end for w in a] == [w.t_end for w in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.first_index == y.first_index
+        np.testing.assert_array_equal(x.eeg, y.eeg)
+        assert x.eeg_gaps == y.eeg_gaps
+        if x.face is not None or y.face is not None:
+            np.testing.assert_array_equal(x.face, y.face)
+            assert x.face_coverage == y.face_coverage
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 17, "0.1s"])
+def test_windows_do_not_depend_on_chunking(sig, rng, pieces):
+    eeg = sig.make_eeg(rng, seconds=12)
+    whole = _run(Windower(), [eeg])
+    chunks = sig.split_every(eeg, 0.1) if pieces == "0.1s" else sig.split(eeg, pieces)
+    _same(whole, _run(Windower(), chunks))
+    t0 = eeg.times[0]
+    ends = np.array([w.t_end for w in whole]) - t0
+    np.testing.assert_allclose(ends, 4.0 + 0.5 * np.arange(len(whole)), atol=1e-9)
+    assert len(whole) == 16  # 4 s ... 11.5 s: the last sample is at 11.996 s
+    for w in whole:
+        assert w.complete and w.eeg.shape == (8, 1000) and w.eeg_coverage == 1.0
+        first = int(round((w.t_end - t0) * SFREQ)) - 999
+        assert w.first_index == first
+        np.testing.assert_array_equal(w.eeg, eeg.data[:, first : first + 1000])
+        assert not w.eeg.flags.writeable
+
+
+def test_jitter_and_repeated_timestamps_are_tolerated(sig, rng):
+    eeg = sig.make_eeg(rng, seconds=12)
+    jitter = eeg.times + rng.uniform(-0.4, 0.4, eeg.n_times) / SFREQ
+    bursts = eeg.times.copy()
+    bursts[1::2] = bursts[0::2][: bursts[1::2].size]  # pairs share a stamp, like OpenBCI files
+    for times in (jitter, bursts):
+        stamped = replace(eeg, times=times)
+        whole = _run(Windower(), [stamped])
+        assert len(whole) in (16, 17) and all(w.complete for w in whole)
+        _same(whole, _run(Windower(), sig.split(stamped, 17)))
+        _same(whole, _run(Windower(), sig.split_every(stamped, 0.1)))
+
+
+def test_a_gap_is_marked_and_never_filled(sig, rng):
+    eeg = sig.make_eeg(rng, seconds=14)
+    keep = np.ones(eeg.n_times, bool)
+    keep[2000:2125] = False  # 0.5 s lost from 8.0 s
+    lossy = replace(eeg, data=eeg.data[:, keep], times=eeg.times[keep])
+    windows = _run(Windower(), sig.split_every(lossy, 0.1))
+    t0 = eeg.times[0]
+    for w in windows:
+        start, end = w.t_start - t0, w.t_end - t0
+        if end <= 8.0 or start >= 8.5:
+            assert w.complete and not np.isnan(w.eeg).any()
+            continue
+        assert not w.complete and w.first_index == -1
+        assert len(w.eeg_gaps) == 1
+        g0, g1 = (g - t0 for g in w.eeg_gaps[0])
+        assert g0 == pytest.approx(max(start, 7.996), abs=0.003)
+        assert g1 == pytest.approx(min(end, 8.5), abs=0.003)
+        missing = np.isnan(w.eeg[0])
+        assert w.eeg_coverage == pytest.approx(1 - missing.mean())
+        # every present sample sits at its own time: no shifting, no interpolation
+        slots = np.flatnonzero(~missing)
+        idx = int(round((w.t_end - t0) * SFREQ)) - 999 + slots
+        np.testing.assert_array_equal(w.eeg[:, slots], eeg.data[:, idx])
+
+
+def test_face_frames_are_aligned_and_covered(sig, rng):
+    eeg = sig.make_eeg(rng, seconds=10)
+    t0 = eeg.times[0]
+    ft = t0 - 0.05 + np.arange(0, 10.0, 1 / 30)  # 30 fps, from just before the EEG
+    present = (ft - t0) % 2 < 1.5  # a face three quarters of the time
+    face = _face(ft, present)
+    windows = _run(Windower(), [face, eeg])
+    assert windows
+    for w in windows:
+        sel = (ft > w.t_end - 4.0) & (ft <= w.t_end)
+        np.testing.assert_array_equal(w.face_times, ft[sel])
+        np.testing.assert_array_equal(w.face, face.data[:, sel].T)
+        np.testing.assert_array_equal(w.face_mask, present[sel])
+        assert w.face_coverage == pytest.approx(present[sel].mean(), abs=0.03)
+        assert not w.face_gap
+        assert w.face_names == FACE_NAMES
+    late_start = Windower()(_face(ft + 0.1, present))
+    assert late_start == []  # no EEG yet: nothing to emit
+    assert _run(Windower(), [_face(ft + 0.1, present), eeg])[0].face_gap  # first 0.05 s empty
+    # interleaved live, face lagging by 0.3 s of EEG time: same windows
+    live = Windower()
+    got: list[Window] = []
+    for c in sig.split_every(eeg, 0.1):
+        got += live.push_eeg(c)
+        lag = c.times[-1] - 0.3
+        got += live.push_face(face.slice_times(lag - 0.1, lag))
+    got += live.push_face(face.slice_times(eeg.times[-1] - 0.4, np.inf)) + live.flush()
+    _same(windows, got)
+
+
+def test_a_face_stream_that_stops_never_stalls_the_windows(sig, rng):
+    eeg = sig.make_eeg(rng, seconds=20)
+    t0 = eeg.times[0]
+    ft = t0 + np.arange(0, 8.0, 1 / 30)
+    face = _face(ft, np.ones(ft.shape, bool))
+    w = Windower(WindowConfig(face_wait_s=1.0))
+    emitted: list[Window] = []
+    for c in sig.split_every(eeg, 0.1):
+        if c.times[0] - t0 < 8.0:
+            emitted += w.push_face(face.slice_times(c.times[0], c.times[-1] + 1e-9))
+        emitted += w.push_eeg(c)
+        if c.times[-1] - t0 > 6:  # never more than face_wait_s + one hop + a chunk behind
+            assert emitted[-1].t_end > c.times[-1] - (1.0 + 0.5 + 0.1)
+    late = [x for x in emitted if x.t_end - t0 >= 12.5]
+    assert late and all(
+        x.face.shape == (0, 3) and x.face_coverage == 0.0 and x.face_gap for x in late
+    )
+    early = [x for x in emitted if x.t_end - t0 <= 7.9]
+    assert early and all(x.face_coverage > 0.95 and not x.face_gap for x in early)
+    assert w.buffered[1] <= 30 * 4.5
+
+
+def test_buffers_stay_bounded(sig, rng):
+    eeg = sig.make_eeg(rng, seconds=60)
+    w = Windower()
+    sizes = []
+    for c in sig.split_every(eeg, 0.1):
+        w.push_eeg(c, raw=c)
+        sizes.append(w.buffered[0])
+    assert max(sizes) <= (4.0 + 1.0 + 0.5 + 0.2) * SFREQ
+
+
+def test_time_going_back_restarts_the_windows(sig, rng, caplog):
+    eeg = sig.make_eeg(rng, seconds=8)
+    w = Windower()
+    first = w(eeg)
+    with caplog.at_level(logging.WARNING):
+        again = w(replace(eeg, times=eeg.times - 100.0))
+    assert "went back" in caplog.text
+    assert len(again) == len(first)
+    assert again[0].t_end == pytest.approx(first[0].t_end - 100.0)
+
+
+def test_reset_equals_a_fresh_instance(sig, rng):
+    eeg = sig.make_eeg(rng, seconds=8)
+    a, b = sig.split(eeg, 2)
+    w = Windower()
+    w(a)
+    w.reset()
+    _same(_run(w, [b]), _run(Windower(), [b]))
+
+
+def test_raw_samples_travel_with_the_window(sig, rng):
+    eeg = sig.make_eeg(rng, seconds=6)
+    filtered = replace(eeg, data=eeg.data.astype(np.float64) * 2)
+    windows = Windower().push_eeg(filtered, raw=eeg)
+    for w in windows:
+        np.testing.assert_array_equal(w.eeg, 2 * w.eeg_raw.astype(np.float64))
+    with pytest.raises(Exception, match="raw chunk"):
+        Windower().push_eeg(filtered, raw=replace(eeg, data=eeg.data[:, :10], times=eeg.times[:10]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"window_s": 0}, "window_s"),
+        ({"hop_s": -1}, "hop_s"),
+        ({"face_wait_s": -1}, "face_wait_s"),
+        ({"origin_s": float("inf")}, "origin_s"),
+    ],
+)
+def test_config_is_validated(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        WindowConfig(**kwargs)
+
+
+def test_irregular_eeg_is_a_clear_error():
+    info = StreamInfo("EEG", "EEG", 0.0, ("Cz",))
+    with pytest.raises(ConfigError, match="no nominal sample rate"):
+        Windower().push_eeg(Chunk(np.zeros((1, 5)), np.arange(5.0), info))
+
+
+def test_a_given_origin_sets_the_grid(sig, rng):
+    eeg = sig.make_eeg(rng, seconds=8)
+    t0 = eeg.times[0]
+    windows = _run(Windower(WindowConfig(origin_s=t0 - 100.25)), [eeg])
+    ends = np.array([w.t_end for w in windows]) - t0
+    np.testing.assert_allclose(ends, 4.25 + 0.5 * np.arange(len(windows)), atol=1e-9)
+    assert all(w.complete for w in windows)
+
+
+def test_a_long_pause_gives_empty_windows_cheaply(sig, rng):
+    eeg = sig.make_eeg(rng, seconds=10)
+    later = replace(eeg, times=eeg.times + 600.0)  # the stream comes back 10 minutes later
+    windows = _run(Windower(), [eeg, later])
+    empty = [w for w in windows if w.eeg_coverage == 0.0]
+    assert len(empty) > 1150
+    assert all(not w.complete and w.eeg_gaps for w in empty)
+    assert len({id(w.eeg) for w in empty}) == 1  # one shared all-NaN array, not 1150 copies
+    assert np.isnan(empty[0].eeg).all() and not empty[0].eeg.flags.writeable
+    assert windows[-1].complete
