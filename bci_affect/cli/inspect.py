@@ -47,6 +47,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="one JSON object per stream (JSON lines; fields in the README) instead of a table",
     )
+    p.add_argument(
+        "--windows",
+        action="store_true",
+        help="per-window signal quality and band power of the EEG stream (4 s windows, 0.5 s hop)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="plot signals shaded by quality and band power over time (implies --windows)",
+    )
+    p.add_argument(
+        "--line-freq",
+        type=float,
+        choices=[50.0, 60.0],
+        default=50.0,
+        help="mains frequency for the notch and the line-noise score (default: 50)",
+    )
+    p.add_argument(
+        "--eeg-stream", metavar="NAME", help="EEG stream to window (default: first of type EEG)"
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="re-reference windows to 'average' or a channel name (default: as recorded)",
+    )
     p.set_defaults(func=run)
 
 
@@ -56,12 +81,46 @@ def run(args: argparse.Namespace) -> int:
     with recording_warnings("inspect"):
         source = open_recording(args.file)
         with source:
-            summaries = summarize(source)
+            chunks = list(source)
+            summaries = summarize(source, chunks)
+    if args.windows or args.plot:
+        return _windows(args, chunks)
     if args.json:
         for s in summaries:
             print(json.dumps({"file": str(args.file), **s.to_dict()}, allow_nan=False))
     else:
         print(format_report(str(args.file), summaries))
+    return 0
+
+
+def _windows(args: argparse.Namespace, chunks: list) -> int:
+    """Per-window quality and band power of the EEG stream (``--windows`` / ``--plot``)."""
+    from bci_affect.core import pick_stream, read_all  # noqa: PLC0415
+    from bci_affect.processors import SignalsConfig  # noqa: PLC0415
+    from bci_affect.signals_report import (  # noqa: PLC0415
+        format_windows,
+        plot_signals,
+        window_records,
+    )
+
+    streams = read_all(chunks)
+    info = pick_stream(
+        [c.info for c in streams.values()],
+        name=args.eeg_stream,
+        type=None if args.eeg_stream else "EEG",
+    )
+    eeg = streams[info.name]
+    face = next((c for c in streams.values() if c.info.type == "FaceFeatures"), None)
+    config = SignalsConfig.make(line_hz=args.line_freq, reference=args.reference)
+    records = list(window_records(eeg, config, face=face))
+    if args.json:
+        for r in records:
+            print(json.dumps({"file": str(args.file), "stream": eeg.name, **r}, allow_nan=False))
+    else:
+        print(format_windows(records))
+    if args.plot:
+        plot_signals(eeg, records, args.plot, config=config)
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 
