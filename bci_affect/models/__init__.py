@@ -21,6 +21,7 @@ __all__ = ["REGISTRY", "get_model_class"]
 #: name -> "module:attribute" of every registered model.
 _MODEL_PATHS: dict[str, str] = {
     "mini_xception": "bci_affect.models.fer:MiniXception",
+    "affect_model": "bci_affect.models.transfer:AffectModel",
     "face_teacher": "bci_affect.models.teacher:FaceTeacher",
     "eeg_student": "bci_affect.models.student:EEGStudent",
     "logistic_baseline": "bci_affect.models.student:LogisticBaseline",
