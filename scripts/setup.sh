@@ -23,6 +23,17 @@ command -v "$py" >/dev/null 2>&1 || py=python3
 
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# Test-only system packages: libfaketime runs an LSL publisher on a shifted clock (clock
+# correction test). Installed with apt when we are root; otherwise that test says it skipped.
+if [ "$dev" = 1 ] && ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq libfaketime) >/dev/null 2>&1 ||
+      echo "setup.sh: could not install libfaketime; the clock-offset test will skip" >&2
+  else
+    echo "setup.sh: libfaketime missing (apt-get install libfaketime); the clock-offset test will skip" >&2
+  fi
+fi
+
 # torch is pinned to the CPU build on this kind of machine; a CUDA build works too.
 if [ "$dev" = 1 ]; then
   "${pip[@]}" "torch==2.13.0" -e ".[dev]"

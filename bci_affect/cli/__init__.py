@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if args.log_level != "DEBUG":
+        from acquisition.lsl_inlet import quiet_liblsl  # noqa: PLC0415
+
+        quiet_liblsl()  # liblsl's INFO lines would bury the command's own output
     try:
         return int(args.func(args) or 0)
     except BciAffectError as exc:
