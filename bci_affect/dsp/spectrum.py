@@ -50,87 +50,13 @@ def segment_spectra(segments: NDArray, taper: NDArray[np.float64]) -> NDArray[np
     -------
     spectra : ndarray of complex128, shape (..., seg_len // 2 + 1)
     """
-    mean = np.add.reduce(segments, axis=-1, keepdims=True)
-    mean /= segments.shape[-1]
-    x = segments - mean
-    x *= taper
+    mean = np.add.reduce(segments, axis=-1, keepdims=True) / segments.shape[-1]
+    x = (segments - mean) * taper
     # Same algorithm (pocketfft) either way: numpy's call costs less for a few segments,
     # scipy's transform runs faster on large batches.
     if x.size < _SMALL_FFT:
         return np.fft.rfft(x, axis=-1)
     return sp_fft.rfft(x, axis=-1, workers=1)
-
-
-def bin_weights(
-    sfreq: float, taper: NDArray[np.float64], weights: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Weights that turn segment spectra straight into that segment's share of band powers.
-
-    :func:`spectra_band_powers` squares the real and imaginary parts of each bin separately
-    (interleaved, as they lie in memory), so every row of ``weights`` appears twice, scaled by
-    the one-sided density factor of its bin; bins above the last non-zero weight are dropped.
-
-    Parameters
-    ----------
-    sfreq : float
-        Sample rate in Hz.
-    taper : ndarray, shape (seg_len,)
-    weights : ndarray, shape (n_freqs, n_out)
-        Weights summing a PSD (µV²/Hz) into powers (µV²), e.g. ``band_matrix(...).T``.
-
-    Returns
-    -------
-    ndarray, shape (2 * n_bins, n_out)
-        With ``n_bins <= n_freqs``; the mean over a window's segments of
-        ``spectra_band_powers(spectra, result)`` is ``welch_psd(...) @ weights``.
-    """
-    weights = np.asarray(weights, dtype=np.float64)
-    w = psd_scale(sfreq, taper)[:, None] * weights
-    used = np.flatnonzero(np.any(w != 0, axis=1))
-    n_bins = int(used[-1]) + 1 if used.size else 1
-    return np.ascontiguousarray(np.repeat(w[:n_bins], 2, axis=0))
-
-
-def spectra_band_powers(spectra: NDArray[np.complex128], weights: NDArray) -> NDArray:
-    """Band powers of each segment from its spectrum.
-
-    Parameters
-    ----------
-    spectra : ndarray of complex128, shape (..., n_freqs)
-        From :func:`segment_spectra`.
-    weights : ndarray, shape (2 * n_bins, n_out)
-        From :func:`bin_weights`.
-
-    Returns
-    -------
-    ndarray, shape (..., n_out)
-    """
-    parts = spectra[..., : weights.shape[0] // 2].view(np.float64)  # re, im, re, im, ...
-    return np.matmul(np.square(parts), weights)
-
-
-def segment_band_powers(
-    segments: NDArray, taper: NDArray[np.float64], weights: NDArray
-) -> NDArray[np.float64]:
-    """Each segment's share of band powers (µV²): de-mean, taper, transform, weigh.
-
-    The mean over a window's segments is the Welch estimate summed with the weights the
-    ``weights`` came from (:func:`bin_weights`); live code computes it once per segment and
-    keeps it for the windows that share that segment.
-
-    Parameters
-    ----------
-    segments : ndarray, shape (..., seg_len)
-        Samples, µV.
-    taper : ndarray, shape (seg_len,)
-    weights : ndarray, shape (2 * n_bins, n_out)
-        From :func:`bin_weights`.
-
-    Returns
-    -------
-    ndarray, shape (..., n_out)
-    """
-    return spectra_band_powers(segment_spectra(segments, taper), weights)
 
 
 def window_segments(x: NDArray, seg_len: int, step: int) -> NDArray:
