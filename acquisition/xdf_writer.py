@@ -35,7 +35,7 @@ import re
 import struct
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -336,10 +336,13 @@ class StreamingXdfWriter:
     def closed(self) -> bool:
         return self._file is None
 
-    def add_stream(self, info: StreamInfo, *, created_at: float | None = None) -> int:
+    def add_stream(
+        self, info: StreamInfo, *, created_at: float | None = None, uid: str | None = None
+    ) -> int:
         """Declare a stream (writes its header) and return its XDF stream id (1, 2, ...).
 
-        Declaring the same :class:`StreamInfo` again returns the id it already has.
+        Declaring the same :class:`StreamInfo` again returns the id it already has. ``uid``
+        fixes the header's stream uid (default: a fresh UUID), for reproducible files.
         """
         self._check_open()
         state = self._streams.get(info)
@@ -353,7 +356,7 @@ class StreamingXdfWriter:
             )
         state = _StreamState(len(self._streams) + 1, info)
         self._streams[info] = state
-        xml = stream_header_xml(info, created_at=0.0 if created_at is None else created_at)
+        xml = stream_header_xml(info, created_at=0.0 if created_at is None else created_at, uid=uid)
         self._write_chunk(_TAG_STREAM_HEADER, struct.pack("<I", state.id) + xml.encode("utf-8"))
         self._flush()
         return state.id
@@ -485,6 +488,7 @@ def write_xdf(
     streams: Sequence[StreamInfo] = (),
     header: dict | None = None,
     chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    uids: Mapping[str, str] | None = None,
 ) -> Path:
     """Write whole recordings to an XDF file, atomically.
 
@@ -505,6 +509,9 @@ def write_xdf(
         Extra entries for the file header ``<info>``.
     chunk_samples : int
         Most samples per ``Samples`` chunk.
+    uids : mapping of str to str, optional
+        Stream name -> the uid written in its header (default: fresh UUIDs). Fixed uids make
+        the same data give byte-identical files.
 
     Returns
     -------
@@ -526,7 +533,11 @@ def write_xdf(
         for info, parts in per_stream.items():
             parts = [c for c in parts if c.n_times]
             whole = concat(parts) if parts else Chunk.empty(info)
-            writer.add_stream(info, created_at=float(whole.times[0]) if whole.n_times else 0.0)
+            writer.add_stream(
+                info,
+                created_at=float(whole.times[0]) if whole.n_times else 0.0,
+                uid=(uids or {}).get(info.name),
+            )
             merged_inputs.append(_pieces(whole, writer.chunk_samples))
         for _, piece in heapq.merge(*merged_inputs, key=lambda p: p[0]):
             writer.write_chunk(piece)

@@ -30,7 +30,10 @@ COMMANDS = (
     "convert",
     "inspect",
     "face",
+    "run",
     "demo",
+    "simulate",
+    "train",
 )
 
 logger = logging.getLogger("bci_affect")

@@ -154,6 +154,8 @@ def test_face_features_recorded_beside_the_eeg(faces, fer_model, uid, tmp_path):
     np.testing.assert_array_equal(face["time_series"], sent.T)  # NaN where no face, as sent
     np.testing.assert_allclose(face["time_stamps"], sent_t, atol=1e-3)
     events = [json.loads(e[0]) for e in by_name[f"Face{uid}-events"]["time_series"]]
+    # A loaded machine may also drop camera frames (reported as dropped_samples): fine here.
+    events = [e for e in events if e["event"] != "dropped_samples"]
     assert [e["event"] for e in events] == ["face_lost"]
     lost_row = int(np.argmin(np.abs(sent_t - events[0]["t"])))
     assert face["time_series"][lost_row - 1, C["face_present"]] == 1
