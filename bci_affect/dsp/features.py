@@ -57,6 +57,8 @@ class BandFeatures:
 def _log(x: NDArray) -> NDArray[np.float64]:
     """Natural log without warnings: NaN where ``x <= 0`` (or NaN)."""
     x = np.asarray(x, dtype=np.float64)
+    if np.count_nonzero(x > 0) == x.size:  # all positive (NaN is not): nothing to mask
+        return np.log(x)
     return np.log(np.where(x > 0, x, np.nan))
 
 
@@ -104,9 +106,15 @@ def band_features_from_power(power: NDArray, bands: Sequence[str]) -> BandFeatur
     bands : sequence of str
         Band names.
     """
+    power = np.asarray(power, dtype=np.float64)
     total = np.add.reduce(power, axis=-1, keepdims=True)
-    relative = power / np.where(total > 0, total, np.nan)
-    return BandFeatures(tuple(bands), power, relative, differential_entropy(power))
+    if np.count_nonzero(power > 0) == power.size:  # the usual case: nothing to mask
+        relative = power / total
+        log_power = np.log(power)
+    else:
+        relative = power / np.where(total > 0, total, np.nan)
+        log_power = np.log(np.where(power > 0, power, np.nan))
+    return BandFeatures(tuple(bands), power, relative, 0.5 * (log_power + _LOG_2_PI_E))
 
 
 def band_features(
@@ -157,6 +165,21 @@ def frontal_pairs(ch_names: Sequence[str]) -> list[tuple[int, int]]:
         if num % 2 == 1 and (prefix, num + 1) in index:
             pairs.append((i, index[(prefix, num + 1)]))
     return pairs
+
+
+def pair_contrast(n_chans: int, pairs: Sequence[tuple[int, int]]) -> NDArray[np.float64]:
+    """Weights ``w`` with ``x @ w`` = mean over ``pairs`` of ``x[right] - x[left]``.
+
+    Returns
+    -------
+    w : ndarray, shape (n_chans,)
+        All zero without pairs.
+    """
+    w = np.zeros(n_chans)
+    for left, right in pairs:
+        w[right] += 1.0
+        w[left] -= 1.0
+    return w / max(1, len(pairs))
 
 
 def frontal_alpha_asymmetry(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.ndimage import uniform_filter1d
 
 #: A raw sample within this fraction of the rail counts as railed.
 RAIL_TOLERANCE = 0.01
@@ -134,7 +135,11 @@ def line_ratio_and_emg(band_power: NDArray) -> tuple[NDArray, NDArray]:
     """
     line = band_power[..., LINE]
     eeg = band_power[..., EEG]
-    ratio = line / np.where((eeg > 0) & (line > 0), eeg, np.nan)
+    both = band_power[..., :EMG]
+    if np.count_nonzero(both > 0) == both.size:  # the usual case: nothing to mask (no NaN)
+        ratio = line / eeg
+    else:
+        ratio = line / np.where((eeg > 0) & (line > 0), eeg, np.nan)
     return ratio, np.sqrt(band_power[..., EMG])
 
 
@@ -208,17 +213,12 @@ def blink_amplitude(frontal: NDArray, smooth_n: int) -> NDArray[np.float64]:
     -------
     amplitude : ndarray, shape (..., n_frontal)
     """
-    k = max(1, min(int(smooth_n), frontal.shape[-1]))
-    c = np.cumsum(frontal, axis=-1, dtype=np.float64)
-    # moving sums: c[k-1], then c[i] - c[i-k] for i >= k
-    d = c[..., k:] - c[..., :-k]
-    first = c[..., k - 1]
-    if d.shape[-1]:
-        hi = np.maximum(np.maximum.reduce(d, axis=-1), first)
-        lo = np.minimum(np.minimum.reduce(d, axis=-1), first)
-    else:
-        hi = lo = first
-    return (hi - lo) / k
+    n = frontal.shape[-1]
+    k = max(1, min(int(smooth_n), n))
+    # Moving averages of k samples that lie wholly inside the window (a running sum in C).
+    avg = uniform_filter1d(np.asarray(frontal, dtype=np.float64), k, axis=-1, output=np.float64)
+    avg = avg[..., k // 2 : n - k + 1 + k // 2]
+    return np.maximum.reduce(avg, axis=-1) - np.minimum.reduce(avg, axis=-1)
 
 
 def artifact_factor(score: NDArray) -> NDArray[np.float64]:
@@ -244,4 +244,11 @@ def window_quality(
     """
     good = np.asarray(good)
     frac = np.add.reduce(good, axis=-1) * (1.0 / good.shape[-1])
-    return frac / (np.fmax(blink_score, 1.0) * np.fmax(muscle_score, 1.0))
+    return window_quality_from_fraction(frac, blink_score, muscle_score)
+
+
+def window_quality_from_fraction(
+    good_fraction: NDArray | float, blink_score: NDArray, muscle_score: NDArray
+) -> NDArray[np.float64]:
+    """:func:`window_quality` from the fraction of good channels."""
+    return good_fraction / (np.fmax(blink_score, 1.0) * np.fmax(muscle_score, 1.0))

@@ -6,15 +6,17 @@ average reference; re-referencing is linear and instantaneous, so doing it per w
 doing it in the stream. Bad channels (and the reference channel itself) get NaN features and a
 zero row in the tensor.
 
-:class:`FeatureExtractor` handles one window at a time and reuses the band powers of the
-Welch segments it already transformed; :func:`extract_features` handles a stack of windows
-with :func:`bci_affect.dsp.features.band_features`. Both end in
+:class:`FeatureExtractor` handles one window at a time: each Welch segment's share of the band
+powers is computed once (:class:`~bci_affect.processors._segments.WindowSpectra`) and summed for
+every window that holds it. :func:`extract_features` handles a stack of windows with the same
+per-segment function (:func:`bci_affect.dsp.spectrum.segment_band_powers`). Both end in
 :func:`bci_affect.dsp.features.band_features_from_power`, so they agree (to rounding).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -24,16 +26,23 @@ from numpy.typing import NDArray
 from bci_affect.core.errors import ConfigError
 from bci_affect.dsp.features import (
     BANDS,
-    BandFeatures,
-    band_features,
     band_features_from_power,
     frontal_alpha_asymmetry,
     frontal_pairs,
+    pair_contrast,
 )
 from bci_affect.dsp.filters import reference_weights, rereference
-from bci_affect.dsp.spectrum import band_matrix, hann, psd_scale, rfft_freqs, segment_spectra
+from bci_affect.dsp.spectrum import (
+    band_matrix,
+    bin_weights,
+    hann,
+    rfft_freqs,
+    segment_band_powers,
+    spectra_band_powers,
+    window_segments,
+)
 from bci_affect.processors._channels import resolve, resolve_one
-from bci_affect.processors._segments import SegmentCache
+from bci_affect.processors._segments import WindowPowers, WindowSpectra
 from bci_affect.processors.windower import Window
 
 logger = logging.getLogger(__name__)
@@ -106,7 +115,8 @@ class Features:
     used : ndarray of bool, shape (..., n_chans)
         Channels whose features are valid.
     tensor : ndarray of float32, shape (..., n_chans, n_times), or None
-        Re-referenced filtered window, zero rows for channels left out.
+        Re-referenced filtered window, zero rows for channels left out. Live, it may be a
+        read-only view of a float32 copy of the stream (copy it before changing it).
     """
 
     bands: tuple[str, ...]
@@ -141,8 +151,11 @@ class _Setup:
                     f"band {name!r} ({lo:g}-{hi:g} Hz) reaches above the Nyquist frequency "
                     f"({nyq:g} Hz) at {sfreq:g} Hz"
                 )
-        # Per segment: |X|**2 @ seg_matrix is that segment's share of the Welch band power.
-        self.seg_matrix = psd_scale(sfreq, self.taper)[:, None] * band_matrix(freqs, self.bands).T
+        #: PSD bins -> band powers (n_freqs, n_bands)
+        self.matrix = band_matrix(freqs, self.bands).T
+        self._segment_weights: dict[int, NDArray] = {}
+        self.band_names = tuple(self.bands)
+        self.sfreq, self.n_chans = sfreq, len(ch_names)
         ref = config.reference
         if ref is not None and ref != "average":
             ref = resolve_one(ref, ch_names, "FeatureConfig.reference")
@@ -155,17 +168,27 @@ class _Setup:
         self.pairs = np.array(self.pairs, dtype=np.intp).reshape(-1, 2)
         alpha = [i for i, b in enumerate(self.bands) if b == "alpha"]
         self.alpha = alpha[0] if alpha else None
+        # FAA (mean over pairs of ln right - ln left) = de @ de_contrast, as DE = ln(.) / 2 + c
+        self.de_contrast = 2.0 * pair_contrast(self.n_chans, self.pairs.tolist())
 
-    def segment_spectra(self, segs: NDArray) -> NDArray:
-        return segment_spectra(segs, self.taper)
+    def segment_weights(self, n_seg: int) -> NDArray:
+        """Weights giving each segment's share of the band powers of a window of ``n_seg``
+        segments (:func:`~bci_affect.dsp.spectrum.bin_weights` with ``scale=1 / n_seg``)."""
+        w = self._segment_weights.get(n_seg)
+        if w is None:
+            w = bin_weights(self.sfreq, self.taper, self.matrix, 1.0 / n_seg)
+            self._segment_weights[n_seg] = w
+        return w
 
-    def segment_power(self, segs: NDArray) -> NDArray:
-        """Band power share of each segment, (M, C, L) -> (M, C, n_bands)."""
-        x = segment_spectra(segs, self.taper)
-        return self.spectra_power(x)
+    @property
+    def filtered_weights(self) -> NDArray | None:
+        """What a :class:`WindowSpectra` must sum for these features (None: it must keep the
+        spectra instead, for re-referencing)."""
+        return self.matrix if self.reference is None else None
 
-    def spectra_power(self, x: NDArray) -> NDArray:
-        return (x.real**2 + x.imag**2) @ self.seg_matrix
+    @property
+    def keep_spectra(self) -> bool:
+        return self.reference is not None
 
     def used_and_weights(self, good: NDArray) -> tuple[NDArray, NDArray | None]:
         """Channels with valid features and reference weights, for ``good`` (..., n_chans)."""
@@ -180,18 +203,26 @@ class _Setup:
         used &= good[..., self.reference][..., None]
         return used, reference_weights(good.shape[-1], self.reference)
 
-    def finish(self, bf: BandFeatures, used: NDArray, tensor: NDArray | None) -> Features:
-        if np.logical_and.reduce(used, axis=None):
+    def finish(
+        self, power: NDArray, used: NDArray, tensor: NDArray | None, all_used: bool
+    ) -> Features:
+        """Features from band powers (..., n_chans, n_bands) and the channels ``used``."""
+        bf = band_features_from_power(power, self.band_names)
+        if all_used:
             power, relative, de = bf.power, bf.relative, bf.de
         else:
             mask = used[..., None]
             power = np.where(mask, bf.power, np.nan)
             relative = np.where(mask, bf.relative, np.nan)
             de = np.where(mask, bf.de, np.nan)
-        if self.alpha is not None and len(self.pairs):
-            faa = frontal_alpha_asymmetry(power[..., self.alpha], self.pairs)
-        else:
+        if self.alpha is None or not len(self.pairs):
             faa = np.full(power.shape[:-2], np.nan)
+        else:
+            faa = np.nan
+            if all_used:  # one product; NaN when a pair has no alpha power
+                faa = np.matmul(de[..., self.alpha], self.de_contrast)
+            if _has_nan(faa):  # some channels left out: skip their pairs
+                faa = frontal_alpha_asymmetry(power[..., self.alpha], self.pairs)
         return Features(
             bands=bf.bands,
             power=power,
@@ -203,9 +234,56 @@ class _Setup:
         )
 
 
-def _tensor(filtered: NDArray, weights: NDArray | None, used: NDArray) -> NDArray:
+def _has_nan(x: NDArray | float) -> bool:
+    if np.ndim(x) == 0:
+        return bool(x != x)
+    return bool(np.isnan(x).any())
+
+
+class _Float32Copy:
+    """float32 copy of the filtered stream, each sample converted once.
+
+    Successive windows get read-only views of it: the same values as
+    ``window.eeg.astype(np.float32)`` without converting the whole window every hop. The copy
+    moves its samples in place only while no view of it is held, otherwise it allocates anew.
+    """
+
+    def __init__(self) -> None:
+        self._buf = np.empty((0, 0), np.float32)
+        self._lo = self._hi = 0  # stream positions held: [lo, hi)
+
+    def __call__(self, eeg: NDArray, first: int) -> NDArray:
+        """``eeg`` (n_chans, n_times) starting at stream position ``first`` (>= 0), as float32."""
+        n_chans, n = eeg.shape
+        end = first + n
+        buf = self._buf
+        afresh = buf.shape[0] != n_chans or not self._lo <= first <= self._hi
+        if afresh:
+            self._lo = self._hi = first
+        if afresh or end - self._lo > buf.shape[1]:  # lay out anew from ``first``
+            keep = self._hi - first  # samples held from ``first`` on
+            start = first - self._lo
+            # sys.getrefcount counts self._buf, buf and its argument: 3 = no view out.
+            if buf.shape[0] == n_chans and 2 * n <= buf.shape[1] and sys.getrefcount(buf) == 3:
+                buf[:, :keep] = buf[:, start : start + keep]  # (overlapping moves are safe)
+            else:
+                new = np.empty((n_chans, 4 * n), np.float32)
+                if keep:
+                    new[:, :keep] = buf[:, start : start + keep]
+                self._buf = buf = new
+            self._lo = first
+        lo = self._lo
+        if end > self._hi:  # convert the new samples only
+            buf[:, self._hi - lo : end - lo] = eeg[:, n - (end - self._hi) :]
+            self._hi = end
+        view = buf[:, first - lo : end - lo]
+        view.flags.writeable = False
+        return view
+
+
+def _tensor(filtered: NDArray, weights: NDArray | None, used: NDArray, all_used: bool) -> NDArray:
     x = rereference(filtered, weights)
-    if not np.logical_and.reduce(used, axis=None):
+    if not all_used:
         x = np.where(used[..., None], x, 0.0)
     return x.astype(np.float32)
 
@@ -226,38 +304,73 @@ class FeatureExtractor:
 
     def reset(self) -> None:
         self._setup: _Setup | None = None
-        self._cache: SegmentCache | None = None
+        self._spectra: WindowSpectra | None = None
         self._ref_store: dict[tuple[int, bytes], NDArray] = {}
+        self._float32 = _Float32Copy()
 
-    def __call__(self, window: Window, good: NDArray | None = None) -> Features:
-        key = (window.sfreq, window.ch_names)
-        if self._setup is None or self._setup.key != key:
-            s = _Setup(self.config, *key)
+    def setup(self, window: Window) -> _Setup:
+        """The per-stream constants for ``window``'s stream (built on first use)."""
+        s = self._setup
+        if s is None or s.key != (window.sfreq, window.ch_names):
+            s = _Setup(self.config, window.sfreq, window.ch_names)
             if window.n_times < s.seg_len:
                 raise ConfigError(
                     f"window_s={window.window_s} s is shorter than welch_seg_s="
                     f"{self.config.welch_seg_s} s; lengthen the window or shorten the segment"
                 )
             self._setup = s
-            compute = s.segment_power if s.reference is None else s.segment_spectra
-            self._cache = SegmentCache(s.seg_len, s.step, compute)
+            self._spectra = None
             self._ref_store = {}
-        s = self._setup
-        n_chans = len(window.ch_names)
+        return s
+
+    def __call__(
+        self, window: Window, good: NDArray | None = None, powers: WindowPowers | None = None
+    ) -> Features:
+        """Features of ``window``.
+
+        Parameters
+        ----------
+        window : Window
+        good : ndarray of bool, shape (n_chans,), optional
+            Channels to use (default all).
+        powers : WindowPowers, optional
+            The window's filtered band powers (or spectra, when re-referencing) from a
+            :class:`WindowSpectra` built with this extractor's ``setup().filtered_weights``
+            and ``keep_spectra``, shared with other steps; default: computed here.
+        """
+        s = self.setup(window)
+        n_chans = s.n_chans
         good = np.ones(n_chans, bool) if good is None else np.asarray(good, bool)
         if good.shape != (n_chans,):
             raise ConfigError(f"good must have shape ({n_chans},), got {good.shape}")
         if not window.complete:
             nan = np.full((n_chans, len(s.bands)), np.nan)
-            unused = np.zeros(n_chans, bool)
-            return s.finish(band_features_from_power(nan, tuple(s.bands)), unused, None)
+            return s.finish(nan, np.zeros(n_chans, bool), None, False)
         used, weights = s.used_and_weights(good)
-        keys, seg = self._cache.get(window.eeg, window.first_index)
-        if weights is not None:
-            seg = self._referenced(keys, seg, weights, window.first_index)
-        power = np.add.reduce(seg, axis=0) * (1.0 / seg.shape[0])  # mean over segments (C, B)
-        tensor = _tensor(window.eeg, weights, used) if self.config.tensor else None
-        return s.finish(band_features_from_power(power, tuple(s.bands)), used, tensor)
+        all_used = np.count_nonzero(used) == n_chans
+        if powers is None:
+            if self._spectra is None:
+                self._spectra = WindowSpectra(
+                    s.sfreq,
+                    n_chans,
+                    s.seg_len,
+                    s.step,
+                    filtered_weights=s.filtered_weights,
+                    keep_spectra=s.keep_spectra,
+                )
+            powers = self._spectra(window)
+        if weights is None:
+            power = powers.filtered
+        else:
+            seg = self._referenced(powers.keys, powers.spectra, weights, window.first_index)
+            power = np.add.reduce(seg, axis=0)  # the weights carry the 1 / n_segments
+        tensor = None
+        if self.config.tensor:
+            if weights is None and all_used:  # the filtered window as it is
+                tensor = self._float32(window.eeg, window.first_index)
+            else:
+                tensor = _tensor(window.eeg, weights, used, all_used)
+        return s.finish(power, used, tensor, all_used)
 
     def _referenced(
         self, keys: list[int], spectra: NDArray, weights: NDArray, first_index: int
@@ -267,7 +380,8 @@ class FeatureExtractor:
         missing = [i for i, k in enumerate(keys) if (k, tag) not in store]
         if missing:
             x = rereference(spectra[missing], weights)
-            for i, p in zip(missing, self._setup.spectra_power(x), strict=True):
+            w = self._setup.segment_weights(len(keys))
+            for i, p in zip(missing, spectra_band_powers(x, w), strict=True):
                 store[(keys[i], tag)] = p
             for k in [k for k in store if k[0] < first_index]:
                 del store[k]
@@ -310,7 +424,10 @@ def extract_features(
         good = good & np.asarray(complete, bool)[:, None]
         filtered = np.where(np.asarray(complete, bool)[:, None, None], filtered, 0.0)
     used, weights = s.used_and_weights(good)
+    all_used = np.count_nonzero(used) == used.size
     x = rereference(filtered, weights)
-    bf = band_features(x, sfreq, bands=s.bands, seg_len=s.seg_len, step=s.step)
-    tensor = _tensor(filtered, weights, used) if config.tensor else None
-    return s.finish(bf, used, tensor)
+    # Each segment's share, summed over each window's segments: what the live extractor does.
+    segs = window_segments(x, s.seg_len, s.step)
+    power = np.add.reduce(segment_band_powers(segs, s.taper, s.segment_weights(segs.shape[-2])), -2)
+    tensor = _tensor(filtered, weights, used, all_used) if config.tensor else None
+    return s.finish(power, used, tensor, all_used)

@@ -148,7 +148,7 @@ class Preprocess:
         first_step = times[0] - self._last_time if self._last_time is not None else np.inf
         if chunk.n_times > 1:
             steps = times[1:] - times[:-1]
-            jumps = steps.max() > gap or steps.min() < 0
+            jumps = np.count_nonzero((steps > gap) | (steps < 0)) > 0
         else:
             jumps = False
         if not (jumps or first_step > gap or first_step < 0):  # the usual case: one piece

@@ -1,8 +1,9 @@
 """Signal quality per channel and window (see :mod:`bci_affect.dsp.quality` for the scores).
 
 :class:`QualityScorer` scores one :class:`~bci_affect.processors.windower.Window` at a time,
-reusing the spectra of segments it already transformed; :func:`score_windows` scores a stack of
-windows at once. Both finish through :func:`quality_from_measures`, so they agree.
+reusing the per-segment results of segments it already transformed; :func:`score_windows` scores
+a stack of windows at once with the same per-segment function. Both finish through
+:func:`quality_from_measures`, so they agree.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from numpy.typing import NDArray
 
 from bci_affect.core.errors import ConfigError
 from bci_affect.dsp import quality as dq
-from bci_affect.dsp.spectrum import hann, psd_scale, rfft_freqs, segment_spectra, welch_psd
+from bci_affect.dsp.spectrum import (
+    bin_weights,
+    hann,
+    rfft_freqs,
+    segment_band_powers,
+    window_segments,
+)
 from bci_affect.processors._channels import frontal_polar, resolve
-from bci_affect.processors._segments import SegmentCache
+from bci_affect.processors._segments import WindowPowers, WindowSpectra
 from bci_affect.processors.windower import Window
 
 logger = logging.getLogger(__name__)
@@ -173,15 +180,22 @@ def quality_from_measures(
     bad = flat | railed
     if config.line_noise_is_bad:
         bad |= line_noise
-    emg_score = np.where(bad, np.nan, emg * (1.0 / config.emg_uv))  # NaN: left out
+    any_bad = np.count_nonzero(bad) > 0  # usually not: then nothing needs masking
+    emg_score = emg * (1.0 / config.emg_uv)
+    if any_bad:
+        emg_score = np.where(bad, np.nan, emg_score)  # NaN: left out
     muscle_ch = emg_score >= 1.0
     muscle_score = np.fmax.reduce(emg_score, axis=-1)  # NaN when every channel is bad
     if len(frontal):
-        blink_uv = np.fmax.reduce(np.where(bad[..., frontal], np.nan, blink_amp), axis=-1)
+        amp = np.where(bad[..., frontal], np.nan, blink_amp) if any_bad else blink_amp
+        blink_uv = np.fmax.reduce(amp, axis=-1)
     else:
         blink_uv = np.full(bad.shape[:-1], np.nan)
     blink_score = blink_uv * (1.0 / config.blink_uv)
-    quality = dq.window_quality(~bad, blink_score, muscle_score)
+    if any_bad:
+        quality = dq.window_quality(~bad, blink_score, muscle_score)
+    else:
+        quality = dq.window_quality_from_fraction(1.0, blink_score, muscle_score)
     if complete is True or np.all(complete):
         return Quality(
             quality=quality,
@@ -223,29 +237,32 @@ class _Setup:
 
     def __init__(self, config: QualityConfig, sfreq: float, ch_names: tuple[str, ...]) -> None:
         self.key = (sfreq, ch_names)
+        self.sfreq = sfreq
+        self.n_chans = len(ch_names)
         self.seg_len = max(2, int(round(config.welch_seg_s * sfreq)))
         self.step = max(1, self.seg_len // 2)
         self.taper = hann(self.seg_len)
         self.freqs = rfft_freqs(sfreq, self.seg_len)
+        #: PSD bins -> the three powers of the spectral scores (n_freqs, 3)
         self.weights = dq.spectral_weights(
             self.freqs, line_hz=config.line_hz, emg_band_hz=config.emg_band_hz
         )
-        # Per segment: |X|**2 @ seg_weights is that segment's share of the Welch band power.
-        self.seg_weights = psd_scale(sfreq, self.taper)[:, None] * self.weights
         self.smooth_n = max(1, int(round(config.blink_smooth_s * sfreq)))
         if config.frontal is None:
             frontal = frontal_polar(ch_names)
         else:
             frontal = resolve(config.frontal, ch_names, "QualityConfig.frontal")
         self.frontal = np.array(frontal, dtype=np.intp)
-
-    def segment_measures(self, segs: NDArray) -> NDArray:
-        """Per segment and channel: 3 band powers, minimum, maximum. (M, C, L) -> (M, C, 5)."""
-        x = segment_spectra(segs, self.taper)
-        power = (x.real**2 + x.imag**2) @ self.seg_weights
-        return np.concatenate(
-            [power, segs.min(axis=-1)[..., None], segs.max(axis=-1)[..., None]], axis=-1
+        # A run of neighbouring channels is read as a view, not copied.
+        f = self.frontal
+        self.frontal_sel: slice | NDArray = (
+            slice(int(f[0]), int(f[-1]) + 1)
+            if len(f) and np.array_equal(f, np.arange(f[0], f[-1] + 1))
+            else f
         )
+        self.nan_power = np.full((self.n_chans, 3), np.nan)
+        self.nan_blink = np.full(len(f), np.nan)
+        self.nan_power.flags.writeable = self.nan_blink.flags.writeable = False
 
 
 def _check_window_length(n_times: int, seg_len: int, window_s: float, seg_s: float) -> None:
@@ -270,50 +287,64 @@ class QualityScorer:
 
     def reset(self) -> None:
         self._setup: _Setup | None = None
-        self._cache: SegmentCache | None = None
+        self._spectra: WindowSpectra | None = None
         self._warned_raw = False
 
-    def __call__(self, window: Window) -> Quality:
-        key = (window.sfreq, window.ch_names)
-        if self._setup is None or self._setup.key != key:
-            s = _Setup(self.config, *key)
+    def setup(self, window: Window) -> _Setup:
+        """The per-stream constants for ``window``'s stream (built on first use)."""
+        s = self._setup
+        if s is None or s.key != (window.sfreq, window.ch_names):
+            s = _Setup(self.config, window.sfreq, window.ch_names)
             _check_window_length(
                 window.n_times, s.seg_len, window.window_s, self.config.welch_seg_s
             )
             self._setup = s
-            self._cache = SegmentCache(s.seg_len, s.step, s.segment_measures)
-        s = self._setup
-        raw = window.eeg_raw
-        if raw is None:
-            if not self._warned_raw:
-                logger.warning(
-                    "windows carry no raw EEG: railed, line-noise and muscle scores are "
-                    "computed on the filtered signal"
-                )
-                self._warned_raw = True
-            raw = window.eeg
-        n_chans = len(window.ch_names)
+            self._spectra = None
+        return s
+
+    def __call__(self, window: Window, powers: WindowPowers | None = None) -> Quality:
+        """Quality of ``window``.
+
+        Parameters
+        ----------
+        window : Window
+        powers : WindowPowers, optional
+            The window's raw band powers (``raw_weights`` = this scorer's ``setup().weights``)
+            and extremes, from a :class:`WindowSpectra` shared with other steps; default:
+            computed here.
+        """
+        s = self.setup(window)
+        if window.eeg_raw is None and not self._warned_raw:
+            logger.warning(
+                "windows carry no raw EEG: railed, line-noise and muscle scores are "
+                "computed on the filtered signal"
+            )
+            self._warned_raw = True
         if not window.complete:  # flat / railed from the samples present; no spectra
+            raw = window.eeg if window.eeg_raw is None else window.eeg_raw
             return quality_from_measures(
                 lo=np.fmin.reduce(raw, axis=-1),
                 hi=np.fmax.reduce(raw, axis=-1),
-                band_power=np.full((n_chans, 3), np.nan),
-                blink_amp=np.full(len(s.frontal), np.nan),
+                band_power=s.nan_power,
+                blink_amp=s.nan_blink,
                 frontal=s.frontal,
                 complete=False,
                 config=self.config,
             )
-        _, m = self._cache.get(raw, window.first_index)  # (K, C, 5)
-        lo, hi = np.minimum.reduce(m[..., 3], axis=0), np.maximum.reduce(m[..., 4], axis=0)
-        head = int(self._cache.offsets(window.n_times)[0])
-        if head:  # samples before the first segment
-            lo = np.minimum(lo, raw[:, :head].min(axis=-1))
-            hi = np.maximum(hi, raw[:, :head].max(axis=-1))
-        blink_amp = dq.blink_amplitude(window.eeg[s.frontal], s.smooth_n)
+        if powers is None:
+            if self._spectra is None:
+                self._spectra = WindowSpectra(
+                    s.sfreq, s.n_chans, s.seg_len, s.step, raw_weights=s.weights
+                )
+            powers = self._spectra(window)
+        if len(s.frontal):
+            blink_amp = dq.blink_amplitude(window.eeg[s.frontal_sel], s.smooth_n)
+        else:
+            blink_amp = s.nan_blink
         return quality_from_measures(
-            lo=lo,
-            hi=hi,
-            band_power=np.add.reduce(m[..., :3], axis=0) * (1.0 / m.shape[0]),
+            lo=powers.lo,
+            hi=powers.hi,
+            band_power=powers.raw,
             blink_amp=blink_amp,
             frontal=s.frontal,
             complete=True,
@@ -357,12 +388,15 @@ def score_windows(
     lo, hi = np.fmin.reduce(raw, axis=-1), np.fmax.reduce(raw, axis=-1)  # NaN: missing samples
     raw = np.where(complete[:, None, None], raw, 0.0)
     filtered = np.where(complete[:, None, None], filtered, 0.0)
-    _, psd = welch_psd(raw, sfreq, s.seg_len, s.step)
+    # Each segment's share, summed over each window's segments: what the live scorer does.
+    segs = window_segments(raw, s.seg_len, s.step)
+    w = bin_weights(s.sfreq, s.taper, s.weights, 1.0 / segs.shape[-2])
+    band_power = np.add.reduce(segment_band_powers(segs, s.taper, w), axis=-2)
     blink_amp = dq.blink_amplitude(filtered[:, s.frontal], s.smooth_n)
     return quality_from_measures(
         lo=lo,
         hi=hi,
-        band_power=psd @ s.weights,
+        band_power=band_power,
         blink_amp=blink_amp,
         frontal=s.frontal,
         complete=complete,

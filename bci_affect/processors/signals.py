@@ -17,6 +17,7 @@ import numpy as np
 
 from bci_affect.core.chunk import Chunk
 from bci_affect.core.errors import ConfigError
+from bci_affect.processors._segments import WindowSpectra
 from bci_affect.processors.features import (
     FeatureConfig,
     FeatureExtractor,
@@ -116,11 +117,16 @@ class SignalPipeline:
         self.scorer = QualityScorer(self.config.quality)
         self.extractor = FeatureExtractor(self.config.features)
         self._eeg_name: str | None = None
+        self._spectra: WindowSpectra | None = None
+        self._spectra_key: tuple | None = None
+        self._epoch = self.windower.epoch
 
     def reset(self) -> None:
         for step in (self.preprocess, self.windower, self.scorer, self.extractor):
             step.reset()
         self._eeg_name = None
+        self._spectra = self._spectra_key = None
+        self._epoch = self.windower.epoch
 
     def is_eeg(self, chunk: Chunk) -> bool:
         if self.eeg_stream is not None:
@@ -148,11 +154,37 @@ class SignalPipeline:
         """End of the stream: score the windows still waiting (for late face frames)."""
         return self._score(self.windower.flush())
 
+    def _shared_spectra(self, window: Window) -> WindowSpectra | None:
+        """One per-segment store for the scorer and the extractor: each new segment of the
+        raw and the filtered EEG is transformed once, in a single FFT."""
+        qs, fs = self.scorer.setup(window), self.extractor.setup(window)
+        if self._spectra_key != (qs, fs):
+            self._spectra = None
+            if (qs.seg_len, qs.step) == (fs.seg_len, fs.step):
+                self._spectra = WindowSpectra(
+                    window.sfreq,
+                    len(window.ch_names),
+                    qs.seg_len,
+                    qs.step,
+                    raw_weights=qs.weights,
+                    filtered_weights=fs.filtered_weights,
+                    keep_spectra=fs.keep_spectra,
+                )
+            self._spectra_key = (qs, fs)
+        return self._spectra
+
     def _score(self, windows: list[Window]) -> list[WindowResult]:
+        if self.windower.epoch != self._epoch:  # the windower restarted: positions count anew
+            self.scorer.reset()
+            self.extractor.reset()
+            self._spectra = self._spectra_key = None
+            self._epoch = self.windower.epoch
         out = []
         for w in windows:
-            q = self.scorer(w)
-            out.append(WindowResult(w, q, self.extractor(w, ~q.bad)))
+            spectra = self._shared_spectra(w) if w.complete else None
+            powers = spectra(w) if spectra is not None else None
+            q = self.scorer(w, powers)
+            out.append(WindowResult(w, q, self.extractor(w, ~q.bad, powers)))
         return out
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,14 +159,16 @@ class Window:
 
 
 class _Buffer:
-    """Append-only sample buffer (time on the last axis) that hands out read-only views.
+    """Append-only buffer of samples (time on the last axis) that hands out read-only views.
 
-    Growing or compacting allocates a new array, so views handed out earlier stay valid.
+    Holds one or more sample arrays (the filtered and the raw EEG, say) that share one time
+    axis. Views handed out earlier stay valid: when the buffer is full it moves its live samples
+    to the front in place only while no view of it exists, and otherwise allocates new arrays.
     ``base`` counts the samples dropped from the front since the last reset.
     """
 
-    def __init__(self, n_chans: int, dtype: np.dtype, capacity: int = 1024) -> None:
-        self.data = np.empty((n_chans, capacity), dtype=dtype)
+    def __init__(self, n_chans: int, dtypes: tuple[np.dtype, ...], capacity: int = 1024) -> None:
+        self.data = [np.empty((n_chans, capacity), dtype=dt) for dt in dtypes]
         self.times = np.empty(capacity)
         self.start = 0
         self.end = 0
@@ -178,19 +181,36 @@ class _Buffer:
     def t(self) -> NDArray[np.float64]:
         return self.times[self.start : self.end]
 
-    def append(self, data: NDArray, times: NDArray) -> None:
+    def append(self, times: NDArray, *data: NDArray) -> None:
+        """Add samples: ``times`` (n,) and one (n_chans, n) array per sample array."""
         n = times.shape[0]
         if self.end + n > self.times.shape[0]:
-            live = self.end - self.start
-            cap = max(2 * (live + n), 1024)
-            new_data = np.empty((self.data.shape[0], cap), dtype=self.data.dtype)
-            new_times = np.empty(cap)
-            new_data[:, :live] = self.data[:, self.start : self.end]
-            new_times[:live] = self.times[self.start : self.end]
-            self.data, self.times, self.start, self.end = new_data, new_times, 0, live
-        self.data[:, self.end : self.end + n] = data
-        self.times[self.end : self.end + n] = times
-        self.end += n
+            self._make_room(n)
+        end = self.end
+        for buf, x in zip(self.data, data, strict=True):
+            buf[:, end : end + n] = x
+        self.times[end : end + n] = times
+        self.end = end + n
+
+    def _make_room(self, n: int) -> None:
+        live, start, cap = self.end - self.start, self.start, self.times.shape[0]
+        # sys.getrefcount counts the list's reference and its own argument: 2 = no view out.
+        if live + n <= cap // 2 and all(
+            sys.getrefcount(self.data[i]) == 2 for i in range(len(self.data))
+        ):
+            for buf in self.data:
+                buf[:, :live] = buf[:, start : start + live]  # overlapping moves are safe
+            self.times[:live] = self.times[start : start + live]
+        else:
+            cap = max(4 * (live + n), 1024)
+            for i, buf in enumerate(self.data):
+                new = np.empty((buf.shape[0], cap), dtype=buf.dtype)
+                new[:, :live] = buf[:, start : start + live]
+                self.data[i] = new
+            times = np.empty(cap)
+            times[:live] = self.times[start : start + live]
+            self.times = times
+        self.start, self.end = 0, live
 
     def drop_before(self, t: float) -> None:
         """Forget samples with time < ``t``."""
@@ -203,9 +223,9 @@ class _Buffer:
         self.start += k
         self.base += k
 
-    def view(self, lo: int, hi: int) -> NDArray:
-        """Read-only view of samples ``lo:hi`` (positions relative to ``start``)."""
-        v = self.data[:, self.start + lo : self.start + hi]
+    def view(self, lo: int, hi: int, i: int = 0) -> NDArray:
+        """Read-only view of samples ``lo:hi`` (positions relative to ``start``) of array ``i``."""
+        v = self.data[i][:, self.start + lo : self.start + hi]
         v.flags.writeable = False
         return v
 
@@ -225,8 +245,11 @@ class Windower:
 
     def reset(self) -> None:
         """Forget buffers and the grid; the next EEG chunk starts a new grid."""
-        self._eeg: _Buffer | None = None
-        self._raw: _Buffer | None = None
+        #: Counts restarts (this method, and restarts on a changed stream or on timestamps
+        #: going back); ``Window.first_index`` counts from 0 again after each.
+        self.epoch: int = getattr(self, "epoch", -1) + 1
+        self._eeg: _Buffer | None = None  # filtered EEG, and the raw samples when pushed
+        self._has_raw = False
         self._eeg_info: StreamInfo | None = None
         self._face: _Buffer | None = None
         self._face_info: StreamInfo | None = None
@@ -235,7 +258,10 @@ class Windower:
         self._eeg_last = -math.inf
         self._face_last = -math.inf
         self._n_times = 0
+        self._n_tol = 0
+        self._hop_n = 1
         self._half = 0.0
+        self._gap_at: list[int] = []  # stream positions i with a pause before sample i
         self._warned_face_overflow = False
         self._empty: dict[tuple[int, int], NDArray] = {}
 
@@ -279,6 +305,11 @@ class Windower:
             )
             self.reset()
             self._check_eeg(chunk, raw)
+        if (raw is not None) != self._has_raw:
+            raise ConfigError(
+                "push the raw samples with every EEG chunk or with none (the first chunk "
+                f"{'had' if self._has_raw else 'had no'} raw samples); call reset() to change"
+            )
         if self._origin is None:
             self._origin = float(chunk.times[0]) + self.config.window_s
         elif self._k == 0 and self._eeg_last == -math.inf:
@@ -287,15 +318,28 @@ class Windower:
             self._k = max(0, math.ceil((first - self._origin) / self.config.hop_s - 1e-9))
         # Append one hop at a time so the buffer never holds much more than a window.
         out: list[Window] = []
-        step = max(1, int(round(self.config.hop_s * chunk.sfreq)))
-        for a in range(0, chunk.n_times, step):
-            b = min(a + step, chunk.n_times)
-            self._eeg.append(chunk.data[:, a:b], chunk.times[a:b])
-            if self._raw is not None:
-                self._raw.append(raw.data[:, a:b], chunk.times[a:b])
-            self._eeg_last = float(chunk.times[b - 1])
+        step, n_new, max_gap = self._hop_n, chunk.n_times, self.config.max_gap_s
+        for a in range(0, n_new, step):
+            b = min(a + step, n_new)
+            t = chunk.times[a:b]
+            # Pauses are found once, as samples arrive (a window checks the list).
+            if float(t[0]) - self._eeg_last > max_gap or (
+                b - a > 1 and np.count_nonzero(t[1:] - t[:-1] > max_gap) > 0
+            ):
+                self._note_gaps(t)
+            if self._has_raw:
+                self._eeg.append(t, chunk.data[:, a:b], raw.data[:, a:b])
+            else:
+                self._eeg.append(t, chunk.data[:, a:b])
+            self._eeg_last = float(t[-1])
             out += self._emit()
         return out
+
+    def _note_gaps(self, t: NDArray) -> None:
+        """Record the pauses before samples ``t`` (about to be appended)."""
+        steps = np.diff(t, prepend=self._eeg_last)
+        pos = self._eeg.base + len(self._eeg)  # stream position of t[0]
+        self._gap_at += (pos + np.flatnonzero(steps > self.config.max_gap_s)).tolist()
 
     def push_face(self, chunk: Chunk) -> list[Window]:
         """Add FaceFeatures frames; returns the windows that became ready."""
@@ -308,14 +352,14 @@ class Windower:
             if self._face_info is not None:
                 logger.warning("face stream %r changed channels; face buffer restarts", chunk.name)
             self._face_info = chunk.info
-            self._face = _Buffer(chunk.info.n_chans, np.dtype(np.float64), 256)
+            self._face = _Buffer(chunk.info.n_chans, (np.dtype(np.float64),), 256)
             self._face_last = -math.inf
         if chunk.n_times == 0:
             return []
         keep = chunk.times >= self._face_last
         if not keep.all():
             logger.warning("face frames with timestamps going back were dropped")
-        self._face.append(np.asarray(chunk.data[:, keep], np.float64), chunk.times[keep])
+        self._face.append(chunk.times[keep], np.asarray(chunk.data[:, keep], np.float64))
         if keep.any():
             self._face_last = float(chunk.times[keep][-1])
         self._bound_face()
@@ -350,14 +394,13 @@ class Windower:
                 f"window_s={self.config.window_s} s holds {n} sample(s) at {chunk.sfreq:g} Hz"
             )
         self._n_times = n
+        self._n_tol = int(math.ceil(self.config.max_gap_s * chunk.sfreq))
+        self._hop_n = max(1, int(round(self.config.hop_s * chunk.sfreq)))
         self._half = 0.5 / chunk.sfreq
         self._eeg_info = chunk.info
-        self._eeg = _Buffer(chunk.info.n_chans, np.dtype(np.float64), 2 * n)
-        self._raw = (
-            _Buffer(chunk.info.n_chans, np.dtype(raw.data.dtype), 2 * n)
-            if raw is not None
-            else None
-        )
+        self._has_raw = raw is not None
+        dtypes = (np.dtype(np.float64),) + ((np.dtype(raw.data.dtype),) if raw is not None else ())
+        self._eeg = _Buffer(chunk.info.n_chans, dtypes, 4 * n)
 
     def _next_end(self) -> float:
         return self._origin + self._k * self.config.hop_s
@@ -384,11 +427,12 @@ class Windower:
         # Keep a margin before the next window for clock drift (complete windows take the last
         # n_times samples, which may start slightly before t - window_s).
         keep_from = t_next - cfg.window_s - max(1.0, 2 * cfg.max_gap_s)
-        n_drop = int(np.searchsorted(self._eeg.t, keep_from, side="left"))
-        n_drop = min(n_drop, max(0, len(self._eeg) - self._n_times))
-        self._eeg.drop_first(n_drop)
-        if self._raw is not None:
-            self._raw.drop_first(n_drop)
+        buf = self._eeg
+        n_drop = int(buf.t.searchsorted(keep_from, side="left"))
+        n_drop = min(n_drop, max(0, len(buf) - self._n_times))
+        buf.drop_first(n_drop)
+        if self._gap_at and self._gap_at[0] <= buf.base:
+            self._gap_at = [g for g in self._gap_at if g > buf.base]
         if self._face is not None:
             self._face.drop_before(t_next - cfg.window_s - cfg.face_hold_s)
 
@@ -406,35 +450,41 @@ class Windower:
     def _make(self, t: float) -> Window:
         cfg, n = self.config, self._n_times
         sfreq = self._eeg_info.sfreq
-        times = self._eeg.t
+        buf = self._eeg
+        times = buf.t
         # Half a sample of slack: regular timestamps fall exactly on the grid, and rounding
         # of the clock offset must not decide which side a sample lands on.
         t_lo, t_hi = t - cfg.window_s + self._half, t + self._half
-        lo, hi = times.searchsorted((t_lo, t_hi), side="right").tolist()
-        sel = times[lo:hi]
+        lo = int(times.searchsorted(t_lo, side="right"))
+        hi = int(times.searchsorted(t_hi, side="right"))
+        # A pause inside the window: between samples lo..hi-1 (stream positions).
+        inner = bool(self._gap_at) and any(buf.base + lo < g < buf.base + hi for g in self._gap_at)
         if hi > lo and (
-            sel[0] - t_lo <= cfg.max_gap_s
-            and t_hi - sel[-1] <= cfg.max_gap_s
-            and (hi - lo < 2 or (sel[1:] - sel[:-1]).max() <= cfg.max_gap_s)
+            float(times[lo]) - t_lo <= cfg.max_gap_s
+            and t_hi - float(times[hi - 1]) <= cfg.max_gap_s
+            and not inner
         ):
             gaps = ()
         else:
+            sel = times[lo:hi]
             edges = np.concatenate([[t_lo], sel, [t_hi]])
             where = np.flatnonzero(edges[1:] - edges[:-1] > cfg.max_gap_s)
             gaps = tuple((float(edges[i]), float(edges[i + 1])) for i in where)
-        n_tol = int(math.ceil(cfg.max_gap_s * sfreq))
-        if not gaps and hi >= n and sel.shape[0] >= n - n_tol:
-            eeg = self._eeg.view(hi - n, hi)
-            raw = self._raw.view(hi - n, hi) if self._raw is not None else None
-            first, coverage = self._eeg.base + hi - n, 1.0
+        raw = None
+        if not gaps and hi >= n and hi - lo >= n - self._n_tol:
+            eeg = buf.view(hi - n, hi)
+            if self._has_raw:
+                raw = buf.view(hi - n, hi, 1)
+            first, coverage = buf.base + hi - n, 1.0
         else:
-            eeg = self._place(self._eeg, lo, hi, t, sfreq, n)
-            raw = self._place(self._raw, lo, hi, t, sfreq, n) if self._raw is not None else None
+            eeg = self._place(buf, 0, lo, hi, t, sfreq, n)
+            if self._has_raw:
+                raw = self._place(buf, 1, lo, hi, t, sfreq, n)
             first = -1
             coverage = min(1.0, float(np.isfinite(eeg[0]).sum()) / n) if eeg.shape[0] else 0.0
             if not gaps:  # too few samples without a visible pause: the rate is off
                 gaps = ((float(t_lo), float(t_hi)),)
-        face = self._face_part(t)
+        face = self._face_part(t) if self._face_info is not None else {}
         return Window(
             index=self._k,
             t_end=float(t),
@@ -449,22 +499,24 @@ class Windower:
             **face,
         )
 
-    def _place(self, buf: _Buffer, lo: int, hi: int, t: float, sfreq: float, n: int) -> NDArray:
+    def _place(
+        self, buf: _Buffer, i: int, lo: int, hi: int, t: float, sfreq: float, n: int
+    ) -> NDArray:
         """Samples ``lo:hi`` placed by timestamp into ``n`` slots ending at ``t``; NaN elsewhere.
 
         Runs of samples without a pause keep their order; each run is anchored by its last
         timestamp, later runs overwrite earlier ones where they collide.
         """
         if hi <= lo:  # nothing at all: one shared array, however long the pause
-            key = (buf.data.shape[0], n)
+            key = (buf.data[i].shape[0], n)
             if key not in self._empty:
                 empty = np.full(key, np.nan)
                 empty.flags.writeable = False
                 self._empty[key] = empty
             return self._empty[key]
-        out = np.full((buf.data.shape[0], n), np.nan)
+        out = np.full((buf.data[i].shape[0], n), np.nan)
         times = buf.t[lo:hi]
-        data = buf.view(lo, hi)
+        data = buf.view(lo, hi, i)
         breaks = np.flatnonzero(times[1:] - times[:-1] > self.config.max_gap_s) + 1
         for a, b in zip([0, *breaks], [*breaks, hi - lo], strict=True):
             end_slot = n - 1 - int(round((t - times[b - 1]) * sfreq))
@@ -484,15 +536,16 @@ class Windower:
         ft = buf.t
         lo = int(np.searchsorted(ft, t - cfg.window_s, side="right"))
         hi = int(np.searchsorted(ft, t, side="right"))
-        frames = np.ascontiguousarray(buf.data[:, buf.start + lo : buf.start + hi].T)
+        data = buf.data[0]
+        frames = np.ascontiguousarray(data[:, buf.start + lo : buf.start + hi].T)
         times = ft[lo:hi].copy()
         present = (frames[:, 0] >= 0.5) & np.isfinite(frames).all(axis=1)
         # Coverage also counts frames just before the window (they cover its first moments).
         c0 = int(np.searchsorted(ft, t - cfg.window_s - cfg.face_hold_s, side="right"))
         ct = ft[c0:hi]
         cp = np.r_[
-            (buf.data[0, buf.start + c0 : buf.start + lo] >= 0.5)
-            & np.isfinite(buf.data[:, buf.start + c0 : buf.start + lo]).all(axis=0),
+            (data[0, buf.start + c0 : buf.start + lo] >= 0.5)
+            & np.isfinite(data[:, buf.start + c0 : buf.start + lo]).all(axis=0),
             present,
         ]
         stream_cov = _coverage(ct, np.ones(ct.shape, bool), t, cfg.window_s, cfg.face_hold_s)
