@@ -9,8 +9,6 @@ beside the EEG.
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 
 _EPILOG = """\
 examples:
@@ -149,13 +147,5 @@ def build_source(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from bci_affect.cli.stream import publish  # noqa: PLC0415
 
-    source = build_source(args)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: source.stop())
-    try:
-        publish(source, duration_s=args.duration)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    publish(build_source(args), duration_s=args.duration)
     return 0

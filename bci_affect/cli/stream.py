@@ -85,6 +85,9 @@ def parse_montage(text: str | None) -> list[str] | None:
 def publish(source: Source, *, duration_s: float | None = None, out: TextIO | None = None) -> dict:
     """Publish every stream of ``source`` as an LSL outlet until it ends, is stopped or Ctrl-C.
 
+    In the main thread, SIGTERM (service managers, ``kill``) ends it like Ctrl-C: drained,
+    released, summed up.
+
     Parameters
     ----------
     source : Source
@@ -123,6 +126,9 @@ def publish(source: Source, *, duration_s: float | None = None, out: TextIO | No
             timer.daemon = True
             timer.start()
         start = time.monotonic()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: source.stop())
         try:
             for chunk in source:
                 outlets[chunk.name].push(chunk)
@@ -130,6 +136,8 @@ def publish(source: Source, *, duration_s: float | None = None, out: TextIO | No
         except KeyboardInterrupt:
             pass
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             if timer is not None:
                 timer.cancel()
             for outlet in outlets.values():
@@ -161,13 +169,5 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         source_id=args.source_id,
     )
-    # SIGTERM (service managers, `kill`) ends the stream like Ctrl-C: drained, released, summed up.
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: source.stop())
-    try:
-        publish(source, duration_s=args.duration)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    publish(source, duration_s=args.duration)
     return 0
