@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Re-make recordings/sample/demo.xdf with the project's own tools: BrainFlow's synthetic board
-# published on LSL by `bci-affect stream`, recorded by `bci-affect record`.
+# Make recordings/sample/demo.xdf (+ demo.json), the recording `bci-affect demo` replays:
+# one simulated subject, two rated trials, about 70 s of EEG (8 ch, 250 Hz), FaceFeatures
+# (160 ch, 30 fps) and Markers, written by the project's own simulator. About 2 MB.
+#   bash scripts/make_sample_recording.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-id="bci-affect-sample-$$"
-.venv/bin/bci-affect stream --board synthetic --source-id "$id" --duration 40 \
-  --montage Fp1,Fp2,C3,C4,P7,P8,O1,O2,F3,F4,F7,F8,T7,T8,Pz,Cz >/dev/null &
-board=$!
-trap 'kill $board 2>/dev/null || true' EXIT
-.venv/bin/bci-affect record --out recordings/sample/demo.xdf --overwrite --duration 20 \
-  --streams "source_id=$id" "source_id=$id:accel" "source_id=$id:events" \
-  --board synthetic --timeout 20
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+.venv/bin/bci-affect simulate --subjects 1 --seed 7 --config recordings/sample/demo.toml \
+  --out "$tmp"
+mkdir -p recordings/sample
+cp "$tmp/sub-01/demo.xdf" recordings/sample/demo.xdf
+cp "$tmp/sub-01/demo.json" recordings/sample/demo.json
+ls -l recordings/sample/demo.xdf recordings/sample/demo.json

@@ -34,6 +34,7 @@ COMMANDS = (
     "demo",
     "simulate",
     "train",
+    "benchmark",
 )
 
 logger = logging.getLogger("bci_affect")
