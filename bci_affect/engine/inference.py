@@ -27,11 +27,10 @@ from bci_affect.engine.prediction import Prediction
 from bci_affect.models.transfer import AffectOutput, WindowBatch
 from bci_affect.processors.signals import WindowResult
 from bci_affect.uncertainty.active import acquisition_scores
-from bci_affect.uncertainty.conformal import ConformalPredictor
+from bci_affect.uncertainty.conformal import ConformalPredictor, aps_sets
 
 __all__ = [
     "ScoredWindows",
-    "aps_sets_given_uniforms",
     "conformal_sets",
     "infer",
     "make_predictions",
@@ -118,27 +117,6 @@ def window_uniforms(seed: int, keys: Sequence[int]) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def aps_sets_given_uniforms(
-    probs: torch.Tensor, threshold: float, u: torch.Tensor, *, allow_empty: bool = False
-) -> torch.Tensor:
-    """Randomised APS sets, shape ``(N, K)`` bool, with the uniforms ``u`` (shape ``(N,)``)
-    given: :func:`bci_affect.uncertainty.conformal.aps_sets` with its random draws replaced
-    by ``u`` (tested equal to it for the same draws)."""
-    p = probs if probs.is_floating_point() else probs.double()
-    p = torch.nan_to_num(p, nan=0.0).clamp(0.0, 1.0)
-    order = torch.argsort(p, dim=1, descending=True, stable=True)
-    sorted_p = p.gather(1, order)
-    mass_above = torch.cumsum(sorted_p, dim=1) - sorted_p  # (N, K)
-    keep_sorted = mass_above + u.to(p.dtype)[:, None] * sorted_p <= threshold
-    if not allow_empty:
-        keep_sorted[:, 0] = True
-    if not math.isfinite(threshold) or threshold >= 1.0:
-        keep_sorted[:] = True
-    sets = torch.zeros_like(keep_sorted)
-    sets.scatter_(1, order, keep_sorted)
-    return sets
-
-
 def conformal_sets(
     conformal: ConformalPredictor | None, probs: torch.Tensor, keys: Sequence[int]
 ) -> np.ndarray | None:
@@ -153,8 +131,8 @@ def conformal_sets(
     if conformal.method != "aps" or not conformal.randomized:
         return conformal.predict_sets(probs).numpy()
     u = torch.from_numpy(window_uniforms(conformal.seed, keys))
-    return aps_sets_given_uniforms(
-        probs, float(conformal.threshold), u, allow_empty=conformal.allow_empty
+    return aps_sets(
+        probs, float(conformal.threshold), allow_empty=conformal.allow_empty, u=u
     ).numpy()
 
 

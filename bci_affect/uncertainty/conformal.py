@@ -146,8 +146,12 @@ def aps_sets(
     randomized: bool = True,
     generator: torch.Generator | None = None,
     allow_empty: bool = False,
+    u: Any = None,
 ) -> Tensor:
     """APS sets for a fitted threshold, as a bool mask, shape ``(N, K)``.
+
+    ``u`` (shape ``(N,)``, in [0, 1)) gives the randomisation's uniforms instead of drawing
+    them, e.g. one per window derived from its index so a set never depends on its batch.
 
     Class ``k`` is in the set when its APS score (mass of the classes ranked above it, plus
     ``U * p_k``) is at most ``threshold``; with ``randomized=False`` the set is the shortest
@@ -162,8 +166,8 @@ def aps_sets(
     sorted_p = p.gather(1, order)
     mass_above = torch.cumsum(sorted_p, dim=1) - sorted_p  # (N, K) mass strictly above
     if randomized:
-        u = _uniform(n, generator, p)[:, None]
-        keep_sorted = mass_above + u * sorted_p <= threshold
+        u = _uniform(n, generator, p) if u is None else torch.as_tensor(u).to(p.dtype)
+        keep_sorted = mass_above + u[:, None] * sorted_p <= threshold
     else:
         keep_sorted = mass_above < threshold
     if not allow_empty:

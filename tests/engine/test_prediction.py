@@ -174,8 +174,8 @@ def test_trials_from_markers():
     assert trials_from_markers([]) == []
 
 
-def test_aps_with_given_uniforms_equals_the_library_aps():
-    from bci_affect.engine.inference import aps_sets_given_uniforms, window_uniforms
+def test_aps_with_given_uniforms_equals_drawn_uniforms():
+    from bci_affect.engine.inference import window_uniforms
     from bci_affect.uncertainty.conformal import aps_sets
 
     g = torch.Generator().manual_seed(4)
@@ -189,7 +189,7 @@ def test_aps_with_given_uniforms_equals_the_library_aps():
             allow_empty=allow_empty,
         )
         u = torch.rand(300, generator=torch.Generator().manual_seed(9), dtype=torch.float32)
-        got = aps_sets_given_uniforms(probs, threshold, u, allow_empty=allow_empty)
+        got = aps_sets(probs, threshold, allow_empty=allow_empty, u=u)
         assert torch.equal(ref, got)
     u = window_uniforms(3, range(100_000))
     assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
