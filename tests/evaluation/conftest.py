@@ -1,0 +1,37 @@
+"""Fixtures of the evaluation tests: a tiny simulated dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+#: Two subjects of 8 short trials (6-7 s), face at 5 frames/s: about 80 s per subject.
+TINY_SESSION = {
+    "n_trials": 8,
+    "trial_s": [6.0, 7.0],
+    "rest_s": [2.0, 2.5],
+    "lead_in_s": 2.0,
+    "tail_s": 1.0,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and the tests share the machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """``DIR/sub-0k/ses-01.xdf`` for two short simulated subjects."""
+    from acquisition.simulator import SimulatorConfig, simulate_dataset
+
+    out = tmp_path_factory.mktemp("bench-sim")
+    config = SimulatorConfig().replace(session=TINY_SESSION, face={"fps": 5.0})
+    simulate_dataset(2, out, seed=5, config=config)
+    return out
