@@ -29,7 +29,7 @@ from bci_affect.evaluation.metrics import apply_temperature, fit_temperature
 from bci_affect.models.finetune import TrainConfig, fit, predict, with_loss
 from bci_affect.models.student import EEGStudent, LogisticBaseline
 from bci_affect.models.transfer import AffectModel, AffectOutput, ModelConfig, WindowBatch
-from bci_affect.training.train import fit_logistic_baseline
+from bci_affect.training.train import fit_logistic_baseline, logistic_probs
 from bci_affect.uncertainty.conformal import ConformalPredictor
 
 logger = logging.getLogger(__name__)
@@ -310,18 +310,6 @@ def student_probs(model: StudentModel, de: NDArray) -> NDArray[np.float64]:
 def fit_logistic(de: NDArray, labels: NDArray[np.int64], n_classes: int) -> LogisticBaseline:
     """Multinomial logistic regression on band features (NaN: the training mean)."""
     return fit_logistic_baseline(de, labels, n_classes)
-
-
-@torch.inference_mode()
-def logistic_probs(model: LogisticBaseline, de: NDArray) -> NDArray[np.float64]:
-    """Class probabilities of the logistic regression, shape ``(n, K)``."""
-    x = np.asarray(de, dtype=np.float64)
-    mean = model.input_mean.double().numpy()
-    std = model.input_std.double().numpy()
-    z = (x - mean) / std
-    z = np.where(np.isfinite(z), z, 0.0).reshape(x.shape[0], -1)
-    logits = model.linear(torch.as_tensor(z, dtype=torch.float32))
-    return torch.softmax(logits, dim=-1).double().numpy()
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from bci_affect.evaluation.experiments import ROWS
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -31,17 +33,7 @@ __all__ = [
 ]
 
 #: Row labels (also stored in each result as ``row_labels``).
-_ROW_LABELS = {
-    "fused": "model: fused (face + EEG)",
-    "teacher_head": "model: teacher head (face)",
-    "student_head": "model: student head (EEG)",
-    "student_via_teacher_head": "model: EEG via teacher head",
-    "teacher_only": "teacher only (face)",
-    "eeg_student": "EEG-only student",
-    "logistic": "logistic regr. (band features)",
-    "majority": "majority class",
-    "chance": "chance (uniform guess)",
-}
+_ROW_LABELS = ROWS
 
 _POLICY_LABELS = {
     "random": "random",

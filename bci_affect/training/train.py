@@ -356,13 +356,21 @@ def fit_logistic_baseline(
     return model
 
 
-def _logistic_predict(model: LogisticBaseline, de: NDArray) -> NDArray:
+def logistic_probs(model: LogisticBaseline, de: NDArray) -> NDArray[np.float64]:
+    """Class probabilities of the logistic-regression baseline, shape ``(n, K)``.
+
+    ``de`` has shape ``(n, n_chans, n_bands)``; channels left out (NaN) count as the mean.
+    """
     x = np.asarray(de, dtype=np.float64)
     mean = model.input_mean.double().numpy()
     std = model.input_std.double().numpy()
     z = torch.as_tensor(_standardise(x, mean, std).reshape(x.shape[0], -1), dtype=torch.float32)
     with torch.no_grad():
-        return model.linear(z).argmax(-1).numpy()
+        return torch.softmax(model.linear(z), dim=-1).double().numpy()
+
+
+def _logistic_predict(model: LogisticBaseline, de: NDArray) -> NDArray:
+    return logistic_probs(model, de).argmax(-1)
 
 
 def score_dataset(
