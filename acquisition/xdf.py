@@ -937,8 +937,9 @@ def _check(chunk: Chunk, path: Path) -> None:
                 f"{int(nan.any(axis=0).sum())} of {chunk.n_times} samples (first at "
                 f"{first:.3f} s; per channel: {chans}); they are kept as NaN"
             )
-    back = np.flatnonzero(np.diff(chunk.times) < 0)
-    if back.size:
+    # Marker streams may stamp events retroactively (a rating about the seconds before it).
+    back = np.flatnonzero(np.diff(chunk.times) < 0) if not chunk.info.is_string else ()
+    if len(back):
         i = int(back[0])
         _warn(
             f"{path}: stream {chunk.name!r} has {back.size} timestamps earlier than the one "

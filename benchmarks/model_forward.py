@@ -5,7 +5,9 @@ Run: ``.venv/bin/python benchmarks/model_forward.py``
 - Forward: batch 1, ``torch.set_num_threads(1)``, inference mode, the calibrated model with a
   fitted conformal predictor (so the prediction set is part of the pass), next to a plain
   multinomial logistic regression over the same differential-entropy features measured in the
-  same run. Target: <= 1 ms per window.
+  same run. Target: <= 1 ms per window. In eval mode without autograd the model runs on folded
+  weights (:mod:`bci_affect.models.fused`); the eager pass of the same model is timed next to
+  it (``fused_inference=False``).
 - Training: ``fit`` with the default ``TrainConfig`` (30 epochs, batch 64) on 2,000 synthetic
   windows on 2 threads, next to the logistic regression trained for the same epochs and batches.
   Target: <= 60 s. CUDA is used automatically when present.
@@ -75,6 +77,15 @@ def bench_forward(repeats: int, n_frames: int) -> list[tuple[str, float, float]]
             rows.append(
                 (f"AffectModel eeg_inputs={inputs}", *_time_us(lambda m=model: m(one), repeats))
             )
+            if inputs == "de":  # the same model on the eager pass, without folded weights
+                model.fused_inference = False
+                rows.append(
+                    (
+                        "  same model, eager pass",
+                        *_time_us(lambda m=model: m(one), repeats),
+                    )
+                )
+                model.fused_inference = True
     return rows, reference[0]
 
 

@@ -33,6 +33,16 @@ if [ "$dev" = 1 ] && ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; 
     echo "setup.sh: libfaketime missing (apt-get install libfaketime); the clock-offset test will skip" >&2
   fi
 fi
+# Debian's chromium drives the labelling page in the web UI tests (through playwright, which
+# never downloads a browser of its own). Installed with apt when we are root; otherwise they skip.
+if [ "$dev" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 ||
+      echo "setup.sh: could not install chromium; the web UI tests will skip" >&2
+  else
+    echo "setup.sh: /usr/bin/chromium missing (apt-get install chromium); the web UI tests will skip" >&2
+  fi
+fi
 
 # torch is pinned to the CPU build on this kind of machine; a CUDA build works too.
 if [ "$dev" = 1 ]; then

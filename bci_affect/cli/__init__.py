@@ -35,6 +35,7 @@ COMMANDS = (
     "simulate",
     "train",
     "benchmark",
+    "calibrate",
 )
 
 logger = logging.getLogger("bci_affect")

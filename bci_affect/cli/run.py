@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from bci_affect.cli.calibrate import add_subject_arguments, apply_subject_model
 from bci_affect.core.errors import BciAffectError, ConfigError
 
 _EPILOG = """\
@@ -94,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seconds between status lines (default 5; 0: none)",
     )
     add_model_arguments(p, live=True)
+    add_subject_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -101,8 +103,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # shared by run, replay and demo
 
 
-def add_model_arguments(p: argparse.ArgumentParser, *, live: bool, out_default=None) -> None:
-    """The model, signals and output options of ``run``, ``replay`` and ``demo``."""
+def add_model_arguments(
+    p: argparse.ArgumentParser, *, live: bool, out_default=None, outputs: bool = True
+) -> None:
+    """The model, signals and output options of ``run``, ``replay``, ``demo`` and
+    ``calibrate`` (``outputs=False``: without ``--out`` and ``--report``)."""
     g = p.add_argument_group("model and outputs")
     g.add_argument(
         "--model",
@@ -123,20 +128,21 @@ def add_model_arguments(p: argparse.ArgumentParser, *, live: bool, out_default=N
         metavar="N",
         help="CPU threads of the model (default 1: windows are small, threads only add latency)",
     )
-    g.add_argument(
-        "--out",
-        type=Path,
-        default=out_default,
-        metavar="FILE.jsonl",
-        help="write every prediction as one JSON line"
-        + (f" (default: {out_default})" if out_default else ""),
-    )
-    g.add_argument(
-        "--report",
-        type=Path,
-        metavar="FILE",
-        help="draw the report: .html (self-contained page) or .png",
-    )
+    if outputs:
+        g.add_argument(
+            "--out",
+            type=Path,
+            default=out_default,
+            metavar="FILE.jsonl",
+            help="write every prediction as one JSON line"
+            + (f" (default: {out_default})" if out_default else ""),
+        )
+        g.add_argument(
+            "--report",
+            type=Path,
+            metavar="FILE",
+            help="draw the report: .html (self-contained page) or .png",
+        )
     g.add_argument(
         "--line-freq",
         type=float,
@@ -453,6 +459,7 @@ def run(args: argparse.Namespace) -> int:
     if args.status_every < 0:
         raise ConfigError(f"--status-every must be >= 0 seconds, got {args.status_every:g}")
     quiet_liblsl()
+    apply_subject_model(args)
     sources = _sources(args)
     outputs = PredictionOutputs(out=args.out, report=args.report, publish=args.predictions_name)
     engine = build_engine(args, realtime=True, sinks=[outputs])

@@ -59,6 +59,7 @@ from bci_affect.engine.models import (
     signature_from_streams,
 )
 from bci_affect.engine.prediction import Prediction
+from bci_affect.models.checkpoint import check_compatible
 from bci_affect.models.transfer import AffectModel
 from bci_affect.processors.signals import SignalPipeline, SignalsConfig, WindowResult
 
@@ -186,12 +187,14 @@ class Session:
         signals: SignalsConfig,
         eeg_stream: str | None,
         sinks: Sequence[Sink],
+        window_sinks: Sequence[Callable[[Sequence[WindowResult]], None]] = (),
     ) -> None:
         self.engine = engine
         self.name = name
         self.signals = signals
         self.eeg_stream = eeg_stream
         self.sinks = list(sinks)
+        self.window_sinks = list(window_sinks)
         self.pipeline = SignalPipeline(signals, eeg_stream=eeg_stream)
         self._stats = SessionStats()
         self._signature: StreamSignature | None = None
@@ -250,6 +253,35 @@ class Session:
             return None
         loaded = self.engine.provider.get(sig)
         self._signature, self._loaded = sig, loaded
+        return loaded
+
+    def use_model(self, model: AffectModel, name: str) -> LoadedModel:
+        """Score this session's next windows with ``model`` (e.g. a personalised version).
+
+        The switch is atomic: a batch already in the model finishes with the old model, every
+        window scored after this call returns uses the new one (the prediction's ``model``
+        field says which). The model is moved to the engine's device and put in eval mode.
+
+        Raises
+        ------
+        ConfigError
+            ``model`` does not fit the session's streams (channels, rate, window length).
+        """
+        sig = self._signature
+        if sig is not None:
+            check_compatible(
+                model.config,
+                eeg_ch_names=sig.eeg_ch_names,
+                sfreq=sig.sfreq,
+                n_times=sig.n_times,
+                source=f"model {name}",
+            )
+        device = self.engine.device
+        loaded = LoadedModel(model.to(device).eval(), name, device, model.conformal)
+        if sig is not None and sig.face_ch_names is not None:
+            loaded.face_columns(sig.face_ch_names)
+        with self.engine._cv:  # one assignment: the worker reads the model once per batch
+            self._loaded, self._model_error = loaded, None
         return loaded
 
     def push(self, chunk: Chunk) -> None:
@@ -382,8 +414,17 @@ class Session:
         except Exception as exc:  # noqa: BLE001  (isolated: acquisition goes on)
             self.engine._report("signals", self, exc)
             return
-        if results:
-            self.engine._submit(self, results, t_arrival, time.perf_counter())
+        self._windows_out(results, t_arrival)
+
+    def _windows_out(self, results: list[WindowResult], t_arrival: float) -> None:
+        if not results:
+            return
+        for sink in self.window_sinks:
+            try:
+                sink(results)
+            except Exception as exc:  # noqa: BLE001
+                self.engine._report("sink", self, exc)
+        self.engine._submit(self, results, t_arrival, time.perf_counter())
 
     def _flush(self, t_arrival: float) -> None:
         try:
@@ -391,8 +432,7 @@ class Session:
         except Exception as exc:  # noqa: BLE001
             self.engine._report("signals", self, exc)
             return
-        if results:
-            self.engine._submit(self, results, t_arrival, time.perf_counter())
+        self._windows_out(results, t_arrival)
 
     def _resolve(self, result: WindowResult) -> LoadedModel | None:
         """The session's model (loaded from the first window when streams were not declared)."""
@@ -532,6 +572,7 @@ class Engine:
         signals: SignalsConfig | None = None,
         eeg_stream: str | None = None,
         sinks: Sequence[Sink] = (),
+        window_sinks: Sequence[Callable[[Sequence[WindowResult]], None]] = (),
     ) -> Session:
         """A new session.
 
@@ -548,6 +589,10 @@ class Engine:
             Name of the EEG stream (default: the stream of type ``EEG``).
         sinks : sequence of callables
             Receive this session's predictions.
+        window_sinks : sequence of callables
+            Receive the windows of the session's signals chain (a list of
+            :class:`~bci_affect.processors.WindowResult`, in order, from the signals thread
+            when realtime) just before they go to the model, e.g. to keep their inputs.
 
         Raises
         ------
@@ -561,7 +606,12 @@ class Engine:
         if any(s.name == name for s in self.sessions):
             raise ConfigError(f"a session named {name!r} exists already in this engine")
         session = Session(
-            self, str(name), signals=signals or self.signals, eeg_stream=eeg_stream, sinks=sinks
+            self,
+            str(name),
+            signals=signals or self.signals,
+            eeg_stream=eeg_stream,
+            sinks=sinks,
+            window_sinks=window_sinks,
         )
         if streams is not None:
             try:

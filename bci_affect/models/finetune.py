@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +32,8 @@ from bci_affect.uncertainty.conformal import ConformalPredictor, coverage_of
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FREEZE_MODES",
+    "EpochCallback",
     "TrainConfig",
     "TrainHistory",
     "evaluate",
@@ -41,6 +44,17 @@ __all__ = [
     "resolve_device",
     "with_loss",
 ]
+
+
+#: What :class:`TrainConfig` can keep fixed: nothing, the whole teacher, or the teacher's
+#: encoder (frame and window encoders and its face input standardisation) while its task head
+#: and gate keep learning.
+FREEZE_MODES = ("none", "teacher", "teacher_encoder")
+
+#: ``on_epoch(epoch_index, n_epochs, mean_terms)``: called after each epoch with the epoch's
+#: index (from 0), the number of epochs and the mean loss terms of its steps (``total``,
+#: ``task``, ``sim``, ``unc``, ``kd``).
+EpochCallback = Callable[[int, int, dict[str, float]], None]
 
 
 @dataclass(frozen=True)
@@ -62,9 +76,15 @@ class TrainConfig:
     kl_anneal_epochs : int
         Epochs over which the evidential KL regulariser ramps from 0 to its weight.
     freeze_teacher : bool
-        Keep the teacher's parameters fixed (personalisation of the student and prototypes).
+        Keep the teacher's parameters fixed (personalisation of the student and prototypes);
+        the same as ``freeze="teacher"``.
+    freeze : {"none", "teacher", "teacher_encoder"}
+        What stays fixed: nothing (default), the whole teacher, or the teacher's encoder only
+        (its frame and window encoders and face input standardisation), so that the teacher's
+        task head and gate are personalised along with the student and the prototypes.
     fit_input_stats : bool
-        Fit the input standardisation on these windows first.
+        Fit the input standardisation on these windows first (the student's only, when the
+        teacher or its encoder is frozen).
     grad_clip : float
         Gradient-norm clipping (0 = off).
     loss : LossConfig
@@ -79,6 +99,7 @@ class TrainConfig:
     device: str | None = None
     kl_anneal_epochs: int = 10
     freeze_teacher: bool = False
+    freeze: str = "none"
     fit_input_stats: bool = True
     grad_clip: float = 5.0
     loss: LossConfig = field(default_factory=LossConfig)
@@ -92,6 +113,20 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.kl_anneal_epochs < 0:
             raise ConfigError("weight_decay, grad_clip and kl_anneal_epochs must be >= 0")
+        if self.freeze not in FREEZE_MODES:
+            raise ConfigError(
+                f"unknown freeze mode {self.freeze!r}; valid: {', '.join(FREEZE_MODES)}"
+            )
+        if self.freeze_teacher and self.freeze not in ("none", "teacher"):
+            raise ConfigError(
+                f"freeze_teacher=True means freeze='teacher', but freeze={self.freeze!r} was "
+                "given; set freeze_teacher=False"
+            )
+
+    @property
+    def frozen(self) -> str:
+        """The resolved freeze mode, one of :data:`FREEZE_MODES`."""
+        return "teacher" if self.freeze_teacher else self.freeze
 
 
 @dataclass
@@ -139,8 +174,23 @@ def _labels(labels: Any, n: int, k: int) -> torch.Tensor:
     return y
 
 
+def _frozen_parameters(model: AffectModel, mode: str) -> list[torch.nn.Parameter]:
+    """The parameters that ``mode`` (one of :data:`FREEZE_MODES`) keeps fixed."""
+    teacher = model.teacher
+    if mode == "teacher":
+        return list(teacher.parameters())
+    if mode == "teacher_encoder":
+        return [*teacher.frame_encoder.parameters(), *teacher.window_encoder.parameters()]
+    return []
+
+
 def fit(
-    model: AffectModel, data: WindowBatch, labels: Any, config: TrainConfig | None = None
+    model: AffectModel,
+    data: WindowBatch,
+    labels: Any,
+    config: TrainConfig | None = None,
+    *,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place on windows and labels.
 
@@ -152,6 +202,9 @@ def fit(
     labels : array-like of int, shape (N,)
         Class indices; ``-1`` for unlabelled windows.
     config : TrainConfig, optional
+    on_epoch : callable, optional
+        ``on_epoch(epoch_index, n_epochs, mean_terms)`` after each epoch (see
+        :data:`EpochCallback`), e.g. to show progress.
 
     Returns
     -------
@@ -168,13 +221,15 @@ def fit(
     model.to(device)
     data_d = data.to(device)
     y_all = y_all.to(device)
+    mode = cfg.frozen
     if cfg.fit_input_stats:
-        model.fit_input_stats(data_d)
-    frozen: list[torch.nn.Parameter] = []
-    if cfg.freeze_teacher:
-        frozen = [p for p in model.teacher.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
+        if mode == "none":
+            model.fit_input_stats(data_d)
+        else:  # a frozen teacher encoder keeps the face standardisation it was trained with
+            model.student.fit_input_stats(data_d.eeg_de, data_d.eeg_raw)
+    frozen = [p for p in _frozen_parameters(model, mode) if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -212,6 +267,8 @@ def fit(
                 n_steps += 1
             history.append({k: v / max(n_steps, 1) for k, v in sums.items()})
             logger.debug("epoch %d: %s", epoch, history[-1])
+            if on_epoch is not None:
+                on_epoch(epoch, cfg.epochs, dict(history[-1]))
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -229,17 +286,24 @@ def fit(
 
 
 def finetune(
-    model: AffectModel, data: WindowBatch, labels: Any, config: TrainConfig | None = None
+    model: AffectModel,
+    data: WindowBatch,
+    labels: Any,
+    config: TrainConfig | None = None,
+    *,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainHistory:
     """Incremental fine-tuning (personalisation) on a few new labelled windows.
 
     Defaults differ from :func:`fit`: a lower learning rate, fewer epochs, the teacher frozen,
-    and the input standardisation kept from the original training.
+    and the input standardisation kept from the original training. To personalise the
+    teacher's task head too, pass a config with ``freeze="teacher_encoder"``. ``on_epoch`` is
+    passed to :func:`fit`.
     """
     cfg = config or TrainConfig(
         epochs=15, lr=1e-3, freeze_teacher=True, fit_input_stats=False, kl_anneal_epochs=0
     )
-    return fit(model, data, labels, cfg)
+    return fit(model, data, labels, cfg, on_epoch=on_epoch)
 
 
 @torch.inference_mode()

@@ -65,7 +65,14 @@ class DEEncoder(nn.Module):
         self.fc2 = nn.Linear(hidden, out_features)
 
     def forward(self, de: Tensor) -> Tensor:
-        x = ((de - self.input_mean) / self.input_std).flatten(1)  # (B, C * n_bands)
+        """``f`` of shape ``(B, out_features)`` from ``de`` of shape ``(B, n_chans, n_bands)``.
+
+        Non-finite values (channels left out as bad) become 0 *after* the standardisation:
+        the training mean of that channel and band, not an extreme value.
+        """
+        x = torch.nan_to_num(
+            (de - self.input_mean) / self.input_std, nan=0.0, posinf=0.0, neginf=0.0
+        ).flatten(1)  # (B, C * n_bands)
         x = F.relu(F.linear(x, self.fc1.weight, self.fc1.bias))  # (B, hidden)
         return F.relu(F.linear(x, self.fc2.weight, self.fc2.bias))  # (B, out_features)
 
@@ -116,7 +123,13 @@ class CompactConvNet(nn.Module):
         self.fc = nn.Linear(f2 * pool_len, out_features)
 
     def forward(self, raw: Tensor) -> Tensor:
-        x = ((raw - self.input_mean) / self.input_std).unsqueeze(1)  # (B, 1, C, T)
+        """``f`` of shape ``(B, out_features)`` from ``raw`` of shape ``(B, n_chans, n_times)`` in µV.
+
+        Non-finite samples become 0 after the standardisation (the channel's training mean).
+        """
+        x = torch.nan_to_num(
+            (raw - self.input_mean) / self.input_std, nan=0.0, posinf=0.0, neginf=0.0
+        ).unsqueeze(1)  # (B, 1, C, T)
         x = self.bn1(self.temporal(x))  # (B, F1, C, T)
         x = F.elu(self.bn2(self.spatial(x)))  # (B, F2, 1, T)
         x = F.avg_pool2d(x, (1, 4), ceil_mode=True)  # (B, F2, 1, T / 4)
@@ -276,8 +289,9 @@ class EEGStudent(nn.Module):
         -------
         f_s : Tensor, shape (B, embed_dim)
         finite : Tensor of bool, shape (B,)
-            Windows whose inputs were all finite (non-finite values are replaced by 0, and the
-            caller should give such windows no evidence).
+            Windows whose inputs were all finite (non-finite values are replaced by the
+            training mean of their input, 0 after the standardisation, and the caller should
+            give such windows no evidence).
         """
         self._check(de, raw)
         feats = []
@@ -285,13 +299,11 @@ class EEGStudent(nn.Module):
         if self.de_encoder is not None:
             ok = torch.isfinite(de).flatten(1).all(dim=1)  # (B,)
             finite = ok
-            feats.append(
-                self.de_encoder.forward(torch.nan_to_num(de, nan=0.0, posinf=0.0, neginf=0.0))
-            )
+            feats.append(self.de_encoder(de))
         if self.raw_encoder is not None:
             ok = torch.isfinite(raw).flatten(1).all(dim=1)  # (B,)
             finite = ok if finite is None else finite & ok
-            feats.append(self.raw_encoder(torch.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)))
+            feats.append(self.raw_encoder(raw))
         f_s = (
             feats[0] if self.merge is None else F.relu(self.merge(torch.cat(feats, dim=-1)))
         )  # (B, D)

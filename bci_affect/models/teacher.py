@@ -453,8 +453,10 @@ class FaceTeacher(nn.Module):
         available : Tensor of bool, shape (B,)
             Windows with at least one face frame.
         reliability : Tensor, shape (B,)
-            Mean over *all* frames of ``quality`` (1 where there is no quality channel) times the
-            face mask: 0 without a face, 1 for a full window of perfect frames.
+            Mean of ``quality`` (clipped to [0, 1]) over the frames with a face, 1 without a
+            quality channel; 0 without a face. Frames whose mask is false (no face, or
+            padding up to the batch's frame count) take no part, so padding a window with
+            masked frames changes nothing.
         """
         self._check(face)
         m = self.frame_mask(face, mask)  # (B, T)
@@ -470,9 +472,10 @@ class FaceTeacher(nn.Module):
             F.linear(pooled, self.window_encoder.weight, self.window_encoder.bias)
         )  # (B, D)
         if self._quality_idx is not None:  # frames without a face are 0 in `raw`
-            reliability = raw[..., self._quality_idx].clamp(0.0, 1.0).mean(dim=1)  # (B,)
+            count = m.sum(dim=1).clamp_min(1).to(raw.dtype)  # (B,) frames with a face
+            reliability = raw[..., self._quality_idx].clamp(0.0, 1.0).sum(dim=1) / count  # (B,)
         else:
-            reliability = m.to(raw.dtype).mean(dim=1)  # (B,)
+            reliability = available.to(raw.dtype)  # (B,)
         k = self.n_outputs
         if self.use_prior:
             expr = raw.index_select(-1, self.expr_index).clamp_min(0.0).sum(dim=1)  # (B, 7)

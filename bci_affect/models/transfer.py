@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bci_affect.core.errors import ConfigError, ShapeError
+from bci_affect.models.fused import FusedWeights, fusable, fused_forward
 from bci_affect.models.student import BANDS, STUDENT_INPUTS, EEGStudent
 from bci_affect.models.teacher import DEFAULT_LABEL_SCHEME, FaceTeacher, class_names, n_classes
 from bci_affect.uncertainty.conformal import ConformalPredictor
@@ -549,6 +550,11 @@ class AffectModel(nn.Module):
     config : ModelConfig
     conformal : ConformalPredictor or None
         When fitted, every output in eval mode carries ``prediction_sets``.
+    fused_inference : bool
+        In eval mode without autograd (``torch.inference_mode`` / ``torch.no_grad``), run the
+        pass on folded copies of the weights (:mod:`bci_affect.models.fused`): the same outputs
+        to float32 rounding with fewer tensor ops. Default ``True``; ``False`` always runs the
+        eager pass.
     """
 
     def __init__(
@@ -615,6 +621,22 @@ class AffectModel(nn.Module):
             float(cfg.prior_evidence) if cfg.prior_evidence is not None else float(k)
         )
         self.conformal: ConformalPredictor | None = None
+        self.fused_inference = True
+        self._fused: FusedWeights | None = None
+
+    # the folded weights are rebuilt after anything that may replace or change the weights
+    # without bumping their version counters
+    def train(self, mode: bool = True) -> AffectModel:
+        self._fused = None
+        return super().train(mode)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> AffectModel:
+        self._fused = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self._fused = None
+        return super().load_state_dict(*args, **kwargs)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> AffectModel:
@@ -667,6 +689,17 @@ class AffectModel(nn.Module):
         -------
         AffectOutput
         """
+        if (
+            not self.training
+            and self.fused_inference
+            and not torch.is_grad_enabled()
+            and fusable(self, batch)
+        ):
+            fused = self._fused
+            if fused is None or fused.stale():
+                fused = self._fused = FusedWeights(self)
+            out = fused_forward(self, fused, batch, bool(with_injected))
+            return AffectOutput(**out, prediction_sets=self._prediction_sets(out["probs"]))
         b = len(batch)
         ref = next(v for v in (batch.face, batch.eeg_de, batch.eeg_raw) if v is not None)
         device = ref.device
@@ -712,9 +745,7 @@ class AffectModel(nn.Module):
             injected = self.teacher.head.forward_from(
                 self.inject_layer, h, detach_params=True
             )  # (B, K)
-        sets = None
-        if not self.training and self.conformal is not None and self.conformal.fitted:
-            sets = self.conformal.predict_sets(probs.detach()).to(device)
+        sets = None if self.training else self._prediction_sets(probs)
         return AffectOutput(
             teacher_logits=teacher_logits,
             student_logits=student_logits,
@@ -735,6 +766,13 @@ class AffectModel(nn.Module):
             injected_logits=injected,
             prediction_sets=sets,
         )
+
+    def _prediction_sets(self, probs: Tensor) -> Tensor | None:
+        """Conformal sets ``(B, K)`` bool of the fused probabilities, or ``None`` unfitted."""
+        if self.conformal is None or not self.conformal.fitted:
+            return None
+        sets = self.conformal.predict_sets(probs.detach() if probs.requires_grad else probs)
+        return sets if sets.device == probs.device else sets.to(probs.device)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,13 +17,12 @@ activity or facial muscle leaking into the electrodes.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -33,6 +32,7 @@ from numpy.typing import NDArray
 
 from bci_affect.core.errors import ConfigError
 from bci_affect.models.finetune import (
+    EpochCallback,
     TrainConfig,
     TrainHistory,
     finetune,
@@ -467,50 +467,17 @@ def format_metrics(metrics: dict[str, Any], *, splits: tuple[str, ...] | None = 
 # --------------------------------------------------------------------------------------------
 
 
-class _EpochBridge(logging.Handler):
-    """Turns the model library's per-epoch debug records into progress lines."""
-
-    def __init__(self, progress: Progress, n_epochs: int) -> None:
-        super().__init__(logging.DEBUG)
-        self.progress, self.n_epochs = progress, n_epochs
-        self.t0 = time.perf_counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args
-        if not (
-            isinstance(record.msg, str)
-            and record.msg.startswith("epoch ")
-            and isinstance(args, tuple)
-            and len(args) == 2
-            and isinstance(args[1], dict)
-        ):
-            return
-        epoch, terms = args
-        parts = " ".join(f"{k} {v:.3f}" for k, v in terms.items())
-        self.progress(
-            f"epoch {int(epoch) + 1}/{self.n_epochs}: {parts} ({time.perf_counter() - self.t0:.1f} s)"
-        )
-
-
-@contextlib.contextmanager
-def _epoch_progress(progress: Progress | None, n_epochs: int) -> Iterator[None]:
+def _epoch_reporter(progress: Progress | None) -> EpochCallback | None:
+    """An ``on_epoch`` callback that writes one progress line per epoch (``None``: none)."""
     if progress is None:
-        yield
-        return
-    lib = logging.getLogger("bci_affect.models.finetune")
-    bridge = _EpochBridge(progress, n_epochs)
-    level, propagate = lib.level, lib.propagate
-    verbose = lib.isEnabledFor(logging.DEBUG)
-    lib.addHandler(bridge)
-    if not verbose:  # hear the debug records without passing them to the user's log
-        lib.setLevel(logging.DEBUG)
-        lib.propagate = False
-    try:
-        yield
-    finally:
-        lib.removeHandler(bridge)
-        lib.setLevel(level)
-        lib.propagate = propagate
+        return None
+    t0 = time.perf_counter()
+
+    def on_epoch(epoch: int, n_epochs: int, terms: dict[str, float]) -> None:
+        parts = " ".join(f"{k} {v:.3f}" for k, v in terms.items())
+        progress(f"epoch {epoch + 1}/{n_epochs}: {parts} ({time.perf_counter() - t0:.1f} s)")
+
+    return on_epoch
 
 
 def model_config_for(
@@ -616,8 +583,7 @@ def train_model(
     model = AffectModel.from_config(config)
     train_cfg = replace(settings.train, seed=settings.seed)
     say(f"training on {len(train)} windows, {train_cfg.epochs} epochs")
-    with _epoch_progress(progress, train_cfg.epochs):
-        history = fit(model, train.batch(), train.labels, train_cfg)
+    history = fit(model, train.batch(), train.labels, train_cfg, on_epoch=_epoch_reporter(progress))
     say(f"trained in {history.seconds:.1f} s on {history.device}")
     if len(val) and settings.conformal_coverage is not None:
         fit_conformal(model, val.batch(), val.labels, coverage=settings.conformal_coverage)
@@ -702,8 +668,9 @@ def finetune_model(
         f"{len(val)} held out ({len(split.val_groups)} {split.unit}s)"
     )
     train_cfg = replace(settings.train, seed=settings.seed)
-    with _epoch_progress(progress, train_cfg.epochs):
-        history = finetune(tuned, train.batch(), train.labels, train_cfg)
+    history = finetune(
+        tuned, train.batch(), train.labels, train_cfg, on_epoch=_epoch_reporter(progress)
+    )
     say(f"fine-tuned in {history.seconds:.1f} s")
     if len(val) and settings.conformal_coverage is not None:
         fit_conformal(tuned, val.batch(), val.labels, coverage=settings.conformal_coverage)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from acquisition.xdf import XdfSource
 from bci_affect.core.errors import ConfigError
@@ -218,3 +219,53 @@ def test_cuda_engine_matches_cpu(short_xdf):
     cpu = replay(short_xdf)
     gpu = replay(short_xdf, config=EngineConfig(realtime=False, device="cuda"))
     assert_same_predictions(cpu, gpu, atol=1e-4)
+
+
+def test_use_model_switches_between_batches_and_window_sinks_see_every_window(short_xdf):
+    """A session switched to another model mid-replay: the windows before the switch are
+    scored by the first model, every window after it by the second (named in the
+    predictions); window sinks receive every window, in order, before it is scored."""
+    sig = StreamSignature(("Fp1", "Fp2", "C3", "C4", "P7", "P8", "O1", "O2"), 250.0, 1000)
+    second = untrained_model(sig)
+    with torch.no_grad():  # a different student: different probabilities
+        for p in second.student.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    ref = replay(short_xdf)
+    out: list[Prediction] = []
+    windows: list[int] = []
+    n_scored_at_switch = None
+    with XdfSource(short_xdf, chunk_s=0.5) as src:
+        engine = Engine(
+            "untrained",
+            config=EngineConfig(realtime=False, max_batch=1),
+            signals=SIGNALS,
+            sinks=[out.append],
+        )
+        session = engine.add_session(
+            "s",
+            streams=src.streams,
+            window_sinks=[lambda rs: windows.extend(r.window.index for r in rs)],
+        )
+        for i, chunk in enumerate(src):
+            session.push(chunk)
+            if i == 40:
+                n_scored_at_switch = len(out)
+                session.use_model(second, "second")
+        assert engine.close(timeout=30)
+    assert not engine.errors
+    assert windows == [p.index for p in ref]
+    assert 0 < n_scored_at_switch < len(out) == len(ref)
+    before, after = out[:n_scored_at_switch], out[n_scored_at_switch:]
+    assert {p.model for p in after} == {"second"}
+    assert "second" not in {p.model for p in before}
+    assert_same_predictions(before, ref[:n_scored_at_switch], atol=1e-6)
+    assert (
+        max(
+            abs(p.probs_student - r.probs_student).max()
+            for p, r in zip(after, ref[n_scored_at_switch:], strict=True)
+        )
+        > 1e-3
+    )
+    other = untrained_model(StreamSignature(("Cz", "Pz"), 250.0, 1000))
+    with pytest.raises(ConfigError, match="EEG channels"):
+        session.use_model(other, "other")

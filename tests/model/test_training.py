@@ -170,3 +170,76 @@ def test_training_uses_cuda_when_present(train_set):
     assert next(model.parameters()).is_cuda
     out = predict(model, train_set.batch.index(slice(0, 10)))
     assert torch.isfinite(out.probs).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Epoch callback and freeze modes
+# --------------------------------------------------------------------------------------------
+
+
+def test_on_epoch_is_called_after_every_epoch_with_the_mean_terms(model, train_set):
+    calls = []
+    history = fit(
+        model,
+        train_set.batch.index(slice(0, 200)),
+        train_set.labels[:200],
+        TrainConfig(epochs=3, seed=0),
+        on_epoch=lambda i, n, terms: calls.append((i, n, terms)),
+    )
+    assert [(i, n) for i, n, _ in calls] == [(0, 3), (1, 3), (2, 3)]
+    assert [t for *_, t in calls] == history.epochs
+    assert set(calls[0][2]) == {"total", "task", "sim", "unc", "kd"}
+    seen = []
+    finetune(
+        model,
+        train_set.batch.index(slice(0, 100)),
+        train_set.labels[:100],
+        on_epoch=lambda i, n, terms: seen.append(n),
+    )
+    assert seen == [15] * 15  # the default personalisation round: 15 epochs
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_freeze_teacher_encoder_trains_the_head_only(model, train_set):
+    sub = train_set.batch.index(slice(0, 200))
+    fit(model, sub, train_set.labels[:200], TrainConfig(epochs=2, seed=0))
+    teacher = model.teacher
+    frame, window = _snapshot(teacher.frame_encoder), _snapshot(teacher.window_encoder)
+    stats = (teacher.input_mean.clone(), teacher.input_std.clone())
+    head, gate = _snapshot(teacher.head), teacher.head_gate.detach().clone()
+    student = _snapshot(model.student)
+    labels = train_set.labels[200:500].copy()
+    labels[100:] = -1  # 100 labelled windows, 200 unlabelled
+    cfg = TrainConfig(epochs=3, lr=1e-3, freeze="teacher_encoder", seed=0)
+    fit(model, train_set.batch.index(slice(200, 500)), labels, cfg)
+    for before, module in ((frame, teacher.frame_encoder), (window, teacher.window_encoder)):
+        for k, v in module.state_dict().items():
+            assert torch.equal(v, before[k]), k  # bit-identical
+    assert torch.equal(teacher.input_mean, stats[0]) and torch.equal(teacher.input_std, stats[1])
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again afterwards
+    assert any(not torch.equal(v, head[k]) for k, v in teacher.head.state_dict().items())
+    assert not torch.equal(teacher.head_gate.detach(), gate)
+    assert any(not torch.equal(v, student[k]) for k, v in model.student.state_dict().items())
+
+
+def test_freeze_teacher_keeps_the_whole_teacher(model, train_set):
+    before = _snapshot(model.teacher)
+    for cfg in (
+        TrainConfig(epochs=1, freeze="teacher", fit_input_stats=False),
+        TrainConfig(epochs=1, freeze_teacher=True, fit_input_stats=False),
+    ):
+        assert cfg.frozen == "teacher"
+        fit(model, train_set.batch.index(slice(0, 100)), train_set.labels[:100], cfg)
+        for k, v in model.teacher.state_dict().items():
+            assert torch.equal(v, before[k]), k
+
+
+def test_freeze_modes_are_checked():
+    assert TrainConfig().frozen == "none"
+    with pytest.raises(ConfigError, match="unknown freeze mode 'head'; valid: none, teacher"):
+        TrainConfig(freeze="head")
+    with pytest.raises(ConfigError, match="freeze_teacher=True means freeze='teacher'"):
+        TrainConfig(freeze_teacher=True, freeze="teacher_encoder")

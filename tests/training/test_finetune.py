@@ -140,3 +140,19 @@ def test_scores_and_baselines(rng):
     from bci_affect.training.train import _logistic_predict
 
     assert np.mean(_logistic_predict(lr, de) == labels) > 0.95
+
+
+def test_progress_gets_one_line_per_epoch_without_touching_logging(base, sim_windows):
+    import logging
+
+    lib = logging.getLogger("bci_affect.models.finetune")
+    state = (lib.level, lib.propagate, list(lib.handlers))
+    lines: list[str] = []
+    settings = FinetuneSettings(
+        train=TrainConfig(epochs=2, lr=1e-3, freeze_teacher=True, fit_input_stats=False)
+    )
+    finetune_model(base.model, sim_windows, settings, progress=lines.append)
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all("total " in e and e.endswith(" s)") for e in epochs)
+    assert (lib.level, lib.propagate, list(lib.handlers)) == state

@@ -1,0 +1,352 @@
+"""Personalisation: fine-tune a subject's model on the labels of their calibration answers.
+
+A round (:func:`personalise_round`) loads the subject's current model version, fine-tunes the
+EEG student and the teacher's task head (the face encoder stays fixed) on the windows of every
+answered query of the subject, refits the conformal predictor, and writes the new version as a
+checkpoint folder. :class:`Personaliser` runs rounds in a separate worker process, so the live
+session's acquisition and inference never wait for training (the process has its own
+interpreter lock, one CPU thread and a lower scheduling priority); the session then registers the version and switches the
+engine to it.
+
+Conformal refit: the calibration scores are the *prequential* ones: for every labelled window,
+the probabilities the live model gave it before any update had trained on its answer (stored
+with the query). They are out of sample, which split-conformal needs; training windows scored
+by the new model would not be.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bci_affect.core.errors import ConfigError
+
+__all__ = [
+    "INPUT_KEYS",
+    "Personaliser",
+    "RoundSettings",
+    "features_metadata",
+    "labelled_data",
+    "personalise_round",
+    "stack_inputs",
+]
+
+#: Scheduling priority the worker lowers itself by (the live session keeps the CPU).
+WORKER_NICENESS = 10
+
+#: Keys of one window's model inputs (see :func:`bci_affect.training.inputs.window_arrays`).
+INPUT_KEYS = ("face", "face_mask", "eeg_de", "eeg_raw", "emg_score", "eeg_quality")
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """One personalisation round's settings.
+
+    Parameters
+    ----------
+    epochs : int
+        Passes over the labelled windows.
+    lr : float
+        AdamW learning rate.
+    coverage : float
+        Target coverage of the refitted conformal sets.
+    rating_threshold : float
+        Ratings above it are "high" (see :func:`bci_affect.models.teacher.rating_to_label`).
+    seed : int
+    """
+
+    epochs: int = 15
+    lr: float = 1e-3
+    coverage: float = 0.9
+    rating_threshold: float = 5.0
+    seed: int = 0
+
+
+def stack_inputs(windows: list[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray | None]:
+    """Stack single-window inputs into batch arrays, padding face frames to the longest.
+
+    Parameters
+    ----------
+    windows : list of dict
+        One dict per window, keys :data:`INPUT_KEYS`: ``face`` (n_frames, n_face_chans),
+        ``face_mask`` (n_frames,), ``eeg_de`` (n_chans, n_bands), ``eeg_raw``
+        (n_chans, n_times) or None, ``emg_score`` and ``eeg_quality`` scalars (shape ()).
+
+    Returns
+    -------
+    dict
+        The same keys with a leading window axis; missing frames are NaN with a false mask.
+    """
+    if not windows:
+        raise ConfigError("no windows to stack")
+    n = len(windows)
+    out: dict[str, np.ndarray | None] = {}
+    faces = [w.get("face") for w in windows]
+    with_face = [f for f in faces if f is not None]
+    if with_face:
+        n_frames = max(1, max(f.shape[0] for f in with_face))
+        n_ch = with_face[0].shape[1]
+        face = np.full((n, n_frames, n_ch), np.nan, dtype=np.float32)
+        mask = np.zeros((n, n_frames), dtype=bool)
+        for i, w in enumerate(windows):
+            f = w.get("face")
+            if f is None or f.shape[0] == 0:
+                continue
+            face[i, : f.shape[0]] = f
+            mask[i, : f.shape[0]] = w["face_mask"]
+        out["face"], out["face_mask"] = face, mask
+    else:
+        out["face"] = out["face_mask"] = None
+    for key in ("eeg_de", "eeg_raw", "emg_score", "eeg_quality"):
+        vals = [w.get(key) for w in windows]
+        out[key] = None if any(v is None for v in vals) else np.stack(vals).astype(np.float32)
+    return out
+
+
+def labelled_data(store, subject: str, *, label_scheme: str, rating_threshold: float = 5.0):
+    """Every labelled window of ``subject``'s answered queries, with prequential probabilities.
+
+    Returns
+    -------
+    inputs : dict of ndarray
+        Stacked model inputs (:func:`stack_inputs`), N windows.
+    labels : ndarray of int64, shape (N,)
+    live_probs : ndarray of float64, shape (N, n_classes), or None
+        The fused probabilities the live model gave each window before its answer was used
+        (NaN rows where unknown).
+    n_answers : int
+        Answered queries the windows come from.
+    """
+    from bci_affect.models.teacher import rating_to_label  # noqa: PLC0415
+
+    answered = store.answered(subject=subject)
+    if not answered:
+        return None, np.zeros(0, dtype=np.int64), None, 0
+    by_query = store.load_query_windows([a.query.id for a in answered])
+    inputs: list[dict] = []
+    labels: list[int] = []
+    probs: list[list[float] | None] = []
+    for a in answered:
+        label = rating_to_label(
+            a.answer.valence, a.answer.arousal, scheme=label_scheme, threshold=rating_threshold
+        )
+        live = (a.query.prediction or {}).get("window_probs") or {}
+        for window_index, _t_end, arrays in by_query.get(a.query.id, []):
+            inputs.append(arrays)
+            labels.append(label)
+            probs.append(live.get(str(window_index)))
+    if not inputs:
+        return None, np.zeros(0, dtype=np.int64), None, len(answered)
+    k = max((len(p) for p in probs if p is not None), default=0)
+    live_probs = None
+    if k:
+        live_probs = np.full((len(probs), k), np.nan)
+        for i, p in enumerate(probs):
+            if p is not None and len(p) == k:
+                live_probs[i] = p
+    return stack_inputs(inputs), np.asarray(labels, dtype=np.int64), live_probs, len(answered)
+
+
+def features_metadata(model, signals) -> dict[str, Any]:
+    """The ``metadata.features`` block of a checkpoint of ``model`` scoring ``signals``
+    windows (what ``bci-affect run --model`` needs to rebuild the signals chain)."""
+    from bci_affect.training.inputs import signals_config_to_dict  # noqa: PLC0415
+    from bci_affect.training.model_io import FEATURE_SCHEMA_VERSION  # noqa: PLC0415
+
+    c = model.config
+    return {
+        "schema_version": FEATURE_SCHEMA_VERSION,
+        "eeg_ch_names": list(c.eeg_ch_names),
+        "sfreq": c.sfreq,
+        "window_s": signals.window.window_s,
+        "hop_s": signals.window.hop_s,
+        "n_times": c.n_times,
+        "bands": [list(b) for b in signals.features.bands],
+        "face_ch_names_count": len(c.face_ch_names),
+        "label_scheme": c.label_scheme,
+        "class_names": list(model.class_names),
+        "emg_score": "m / (1 + m), m = QualityConfig muscle score",
+        "signals": signals_config_to_dict(signals),
+    }
+
+
+@dataclass
+class RoundResult:
+    """What a round produced: the new checkpoint folder and its facts."""
+
+    path: str
+    n_windows: int
+    n_answers: int
+    seconds: float
+    train_accuracy: float
+    conformal_threshold: float | None
+    n_conformal: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        """JSON-able facts (the last epoch's loss terms, not every epoch's)."""
+        d = asdict(self)
+        d.pop("path")
+        d["final_loss"] = d.pop("history")[-1] if self.history else {}
+        return d
+
+
+def personalise_round(
+    parent: str | os.PathLike,
+    out: str | os.PathLike,
+    store_path: str | os.PathLike,
+    subject: str,
+    settings: RoundSettings | None = None,
+) -> RoundResult:
+    """Fine-tune the checkpoint ``parent`` on ``subject``'s labels; write it to ``out``.
+
+    The student and the teacher's task head are trained, the face encoder is kept; the input
+    standardisation is kept from ``parent``. ``out`` is written atomically (a temporary
+    sibling folder renamed into place).
+
+    Raises
+    ------
+    ConfigError
+        Fewer than two labelled windows.
+    """
+    import torch  # noqa: PLC0415
+
+    from bci_affect.models.checkpoint import (  # noqa: PLC0415
+        load_checkpoint,
+        read_checkpoint_config,
+        save_checkpoint,
+    )
+    from bci_affect.models.finetune import TrainConfig, fit  # noqa: PLC0415
+    from bci_affect.models.transfer import WindowBatch  # noqa: PLC0415
+    from bci_affect.uncertainty.conformal import ConformalPredictor  # noqa: PLC0415
+    from calibration.store import LabelStore  # noqa: PLC0415
+
+    s = settings or RoundSettings()
+    t0 = time.perf_counter()
+    _, doc = read_checkpoint_config(parent)
+    model = load_checkpoint(parent)
+    with LabelStore(store_path) as store:
+        inputs, labels, live_probs, n_answers = labelled_data(
+            store,
+            subject,
+            label_scheme=model.config.label_scheme,
+            rating_threshold=s.rating_threshold,
+        )
+    if inputs is None or labels.size < 2:
+        raise ConfigError(
+            f"subject {subject!r} has {labels.size} labelled windows; a round needs at least 2"
+        )
+    data = WindowBatch.from_arrays(**inputs)
+    cfg = TrainConfig(
+        epochs=s.epochs,
+        lr=s.lr,
+        seed=s.seed,
+        device="cpu",
+        freeze="teacher_encoder",
+        fit_input_stats=False,
+        kl_anneal_epochs=0,
+        batch_size=min(64, max(2, labels.size)),
+    )
+    history = fit(model, data, torch.as_tensor(labels), cfg)
+    with torch.inference_mode():
+        train_acc = float((model(data).predicted.numpy() == labels).mean())
+    threshold, n_conf = None, 0
+    if live_probs is not None:
+        keep = np.isfinite(live_probs).all(axis=1)
+        n_conf = int(keep.sum())
+        if n_conf:
+            cp = ConformalPredictor(coverage=s.coverage, seed=s.seed).fit(
+                torch.as_tensor(live_probs[keep]), torch.as_tensor(labels[keep])
+            )
+            model.conformal = cp
+            threshold = float(cp.threshold) if np.isfinite(cp.threshold) else None
+    result = RoundResult(
+        path=str(out),
+        n_windows=int(labels.size),
+        n_answers=n_answers,
+        seconds=0.0,
+        train_accuracy=train_acc,
+        conformal_threshold=threshold,
+        n_conformal=n_conf,
+        history=history.epochs,
+    )
+    meta = dict(doc.get("metadata") or {})
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    result.seconds = time.perf_counter() - t0
+    meta["personalisation"] = {"subject": subject, "parent": str(parent), **result.metrics()}
+    save_checkpoint(model, tmp, metadata=json.loads(json.dumps(meta, default=float)))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return result
+
+
+def _warm() -> int:
+    """Import what a round needs (run once in the worker when it starts)."""
+    import torch  # noqa: PLC0415
+
+    import bci_affect.models.finetune  # noqa: F401, PLC0415
+    import calibration.store  # noqa: F401, PLC0415
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(OSError):  # background work: live acquisition and scoring first
+        os.nice(WORKER_NICENESS)
+    return os.getpid()
+
+
+class Personaliser:
+    """Runs :func:`personalise_round` in one warm worker process, one round at a time.
+
+    ``submit`` returns a :class:`concurrent.futures.Future` of the :class:`RoundResult`;
+    ``busy`` tells whether a round is running. The worker is started (and its imports done)
+    by :meth:`start`, so the first round does not pay for them.
+    """
+
+    def __init__(self) -> None:
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._future: concurrent.futures.Future | None = None
+
+    def start(self) -> Personaliser:
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+            self._pool.submit(_warm)
+        return self
+
+    @property
+    def busy(self) -> bool:
+        return self._future is not None and not self._future.done()
+
+    def submit(
+        self,
+        parent: str | os.PathLike,
+        out: str | os.PathLike,
+        store_path: str | os.PathLike,
+        subject: str,
+        settings: RoundSettings | None = None,
+    ) -> concurrent.futures.Future:
+        if self.busy:
+            raise ConfigError("a personalisation round is already running; wait for it")
+        self.start()
+        assert self._pool is not None
+        self._future = self._pool.submit(
+            personalise_round, str(parent), str(out), str(store_path), subject, settings
+        )
+        return self._future
+
+    def close(self, *, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,283 @@
+"""``bci-affect calibrate`` end to end: a replayed session through LSL, the web page in
+Debian's chromium (or the terminal UI on a pseudo-terminal), answers in SQLite and in the
+session's XDF, personalised model versions, and a resume after the server is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import queue
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from acquisition.xdf import load_xdf
+from calibration.store import LabelStore
+
+from .util import DEMO
+
+pytestmark = [pytest.mark.slow, pytest.mark.lsl]
+
+CLI = str(Path(sys.executable).parent / "bci-affect")
+CHROMIUM = Path("/usr/bin/chromium")
+
+#: A short, eager session: 4 s spans, a query every 8 s of recording, personalise each answer.
+SESSION = [
+    "--replay", str(DEMO), "--speed", "4", "--budget", "3", "--span-s", "4",
+    "--min-interval-s", "8", "--warmup", "2", "--top-fraction", "1",
+    "--personalise-every", "1", "--rest-s", "0", "--answer-timeout-s", "60",
+]  # fmt: skip
+
+
+class Cli:
+    """``bci-affect calibrate`` in a child process, its output read line by line."""
+
+    def __init__(self, args: list[str], *, stdin=None, stdout=None, env=None) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self.proc = subprocess.Popen(
+            [CLI, "calibrate", *args],
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else subprocess.PIPE,
+            stderr=subprocess.STDOUT if stdout is None else stdout,
+            text=stdout is None,
+            env={**os.environ, **(env or {})},
+        )
+        self._reader = None
+        if stdout is None:
+            self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,))
+            self._reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line matching {pattern!r}:\n{''.join(self.output)}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            m = re.search(pattern, line)
+            if m:
+                return m
+
+    def finish(self, timeout: float = 120.0) -> int:
+        rc = self.proc.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(10)  # it ends at EOF: every line is in self.output
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        if self._reader is not None:
+            self._reader.join(10)
+
+
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        pause.wait(0.05)
+
+
+def session_markers(folder: Path) -> list[dict]:
+    """The calibration markers of every XDF part of a session folder, in time order."""
+    events = []
+    for f in sorted(folder.glob("calibration-*.xdf")):
+        marker = next(c for c in load_xdf(f) if c.info.name == "Markers")
+        for t, s in zip(marker.times, marker.data[0], strict=True):
+            events.append((float(t), json.loads(s)))
+    return [b for _, b in sorted(events, key=lambda e: e[0])]
+
+
+def open_query_id(db: Path) -> int | None:
+    with LabelStore(db) as store:
+        row = store.latest_session("S01", unfinished_only=False)
+        q = store.open_query(row.id) if row is not None else None
+        return None if q is None else q.id
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
+def test_web_session_answers_reach_sqlite_xdf_and_personalise(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    expect.set_options(timeout=30_000)
+    data = tmp_path / "data"
+    cli = Cli(["--subject", "S01", "--data-dir", str(data), "--port", "0", *SESSION])
+    try:
+        url = cli.wait_for(r"open (http://127\.0\.0\.1:\d+/\S*) in a browser").group(1)
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            given = [(7, 3), (2, 8)]
+            for number, (v, a) in enumerate(given, start=1):
+                expect(page.locator("#number")).to_contain_text(f"{number} of 3")
+                page.get_by_role("button", name=f"valence {v}", exact=True).click()
+                page.get_by_role("button", name=f"arousal {a}", exact=True).click()
+                page.get_by_role("button", name="Submit").click()
+                expect(page.locator("#form")).to_be_hidden()
+                # the answer personalises the model: the page shows the new version
+                expect(page.locator("#model-version")).to_have_text(f"v{number}")
+            expect(page.locator("#number")).to_contain_text("3 of 3")
+            page.get_by_role("button", name="Skip").click()
+            expect(page.locator("#form")).to_be_hidden()
+            browser.close()
+        assert cli.finish() == 0, "".join(cli.output)
+    finally:
+        cli.kill()
+    out = "".join(cli.output)
+    latency = re.search(r"query on screen after the trigger: median (\d+) ms, max (\d+) ms", out)
+    assert latency and int(latency.group(2)) < 200, out
+
+    with LabelStore(data / "calibration.sqlite") as store:
+        ses = store.latest_session("S01", unfinished_only=False)
+        assert ses.status == "finished"
+        answered = store.answered(ses.id)
+        assert [(q.answer.valence, q.answer.arousal) for q in answered] == given
+        assert store.counts(ses.id)["skipped"] == 1
+        versions = store.model_versions("S01")
+        assert [m.version for m in versions] == [0, 1, 2]
+        assert [m.n_labels for m in versions] == [0, 1, 2]
+        assert all(Path(m.path, "config.json").is_file() for m in versions)
+        spans = [(q.query.t_start, q.query.t_end) for q in answered]
+    folder = data / "subjects" / "S01" / "sessions" / ses.name
+    markers = session_markers(folder)
+    ratings = [m for m in markers if m.get("event") == "rating"]
+    assert [(m["valence"], m["arousal"]) for m in ratings] == given
+    assert [m["version"] for m in markers if m.get("event") == "model_version"] == [1, 2]
+    assert sum(m.get("event") == "calibration_skip" for m in markers) == 1
+    # the XDF's rating trials cover exactly the queried spans (the training schema)
+    starts = [m["trial"] for m in markers if m.get("event") == "trial_start"]
+    assert starts == [q.query.id for q in answered] and len(spans) == 2
+    # predictions name the model version that made them, and the last ones are v2's
+    preds = [json.loads(line) for line in (folder / "predictions-1.jsonl").open()]
+    models = [p["model"] for p in preds]
+    assert models[0] == "subject S01 v0" and models[-1] == "subject S01 v2"
+    assert (folder / "report.html").stat().st_size > 10_000
+
+    # `run --subject` scores with the subject's latest model
+    from bci_affect.cli.calibrate import subject_model
+
+    assert subject_model("S01", data) == Path(versions[-1].path)
+
+
+def test_kill_mid_session_then_resume_brings_every_answer_back(tmp_path):
+    data = tmp_path / "data"
+    db = data / "calibration.sqlite"
+    args = ["--data-dir", str(data), "--port", "0", *SESSION]
+    cli = Cli(["--subject", "S01", *args])
+    try:
+        url = cli.wait_for(r"open (http://127\.0\.0\.1:\d+/\S*) in a browser").group(1)
+        wait_until(lambda: db.exists() and open_query_id(db) is not None, what="a query")
+        qid = open_query_id(db)
+        body = json.dumps({"query_id": qid, "valence": 8, "arousal": 2}).encode()
+        req = urllib.request.Request(
+            url.split("?")[0] + "answer", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        # killed without warning right after the answer was accepted
+        cli.proc.send_signal(signal.SIGKILL)
+        cli.proc.wait(30)
+    finally:
+        cli.kill()
+    with LabelStore(db) as store:
+        ses = store.latest_session("S01")
+        assert ses is not None and ses.status == "running"  # never ended
+        before = [(q.query.id, q.answer.valence, q.answer.arousal) for q in store.answered(ses.id)]
+    assert before == [(qid, 8, 2)]
+
+    resumed = Cli(["--resume", *args])
+    try:
+        resumed.wait_for(r"resumed, 1 answers so far")
+        # answer the next query through the page's API as well
+        url = resumed.wait_for(r"open (http://127\.0\.0\.1:\d+/\S*) in a browser").group(1)
+        wait_until(lambda: (open_query_id(db) or qid) != qid, what="a new query")
+        nxt = open_query_id(db)
+        body = json.dumps({"query_id": nxt, "valence": 3, "arousal": 7}).encode()
+        req = urllib.request.Request(
+            url.split("?")[0] + "answer", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        assert resumed.finish() == 0, "".join(resumed.output)
+    finally:
+        resumed.kill()
+    with LabelStore(db) as store:
+        again = store.session(ses.id)
+        assert again.status == "finished"
+        got = [(q.query.id, q.answer.valence, q.answer.arousal) for q in store.answered(ses.id)]
+        queries = store.queries(ses.id)
+    assert got == [(qid, 8, 2), (nxt, 3, 7)]
+    assert [q.number for q in queries] == list(range(1, len(queries) + 1))
+    spans = sorted((q.t_start, q.t_end) for q in queries)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # never re-asked
+    folder = data / "subjects" / "S01" / "sessions" / ses.name
+    assert (folder / "calibration-2.xdf").is_file()  # the resumed part is recorded too
+    ratings = [m for m in session_markers(folder) if m.get("event") == "rating"]
+    assert (ratings[-1]["valence"], ratings[-1]["arousal"]) == (3, 7)
+
+
+def test_terminal_ui_through_a_pseudo_terminal(tmp_path):
+    data = tmp_path / "data"
+    master, slave = pty.openpty()
+    cli = Cli(
+        ["--subject", "S02", "--data-dir", str(data), "--ui", "terminal", "--no-record", *SESSION],
+        stdin=slave,
+        stdout=slave,
+    )
+    os.close(slave)
+    seen = []
+
+    def read_until(pattern: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        buf = ""
+        while not re.search(pattern, buf):
+            assert time.monotonic() < deadline, f"no {pattern!r} in:\n{''.join(seen)}"
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096).decode(errors="replace")
+                except OSError:  # the child closed the terminal
+                    break
+                seen.append(chunk)
+                buf += chunk
+
+    try:
+        read_until(r"valence 1-9")
+        os.write(master, b"12\n")  # out of range: asked again
+        read_until(r"valence 1-9")
+        os.write(master, b"6\n")
+        read_until(r"arousal 1-9")
+        os.write(master, b"4\n")
+        read_until(r"valence 1-9")
+        os.write(master, b"s\n")
+        assert cli.proc.wait(120) == 0, "".join(seen)
+    finally:
+        cli.kill()
+        os.close(master)
+    with LabelStore(data / "calibration.sqlite") as store:
+        ses = store.latest_session("S02", unfinished_only=False)
+        assert [(q.answer.valence, q.answer.arousal) for q in store.answered(ses.id)] == [(6, 4)]
+        assert store.counts(ses.id)["skipped"] == 1
+        assert store.latest_model("S02").version == 1
