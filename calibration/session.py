@@ -111,9 +111,10 @@ class CalibrationController:
         ``None``: no personalisation.
     markers : callable, optional
         Publishes session markers (see :data:`MarkerSink`).
-    to_file_time : callable, optional
-        Maps an LSL time of the session to the time base of its input (a replay's recording
-        time), for the progress a resumed replay starts from.
+    input_offset_s : callable, optional
+        Seconds from the input's time base to the LSL clock (a replay's recording time +
+        offset = published time; 0 for live input). The store keeps spans and progress in the
+        input's time base, so that a resumed replay (another offset) finds them again.
     blocks : sequence of Block
         The session's schedule (markers at each block's start and end).
     duration_s : float, optional
@@ -134,7 +135,7 @@ class CalibrationController:
         models_dir: Path,
         personaliser: Personaliser | None = None,
         markers: MarkerSink | None = None,
-        to_file_time: Callable[[float], float] | None = None,
+        input_offset_s: Callable[[], float] | None = None,
         blocks: Sequence[Block] = (),
         duration_s: float | None = None,
         settings: ControllerSettings | None = None,
@@ -150,7 +151,7 @@ class CalibrationController:
         self.models_dir = Path(models_dir)
         self.personaliser = personaliser
         self.markers = markers or (lambda body, t: None)
-        self.to_file_time = to_file_time or (lambda t: t)
+        self.input_offset_s = input_offset_s or (lambda: 0.0)
         self.blocks = list(blocks)
         self.duration_s = duration_s
         self.settings = settings or ControllerSettings()
@@ -281,10 +282,11 @@ class CalibrationController:
         t_wall = time.time()
         in_span = [p for p in self._preds if trigger.t_start < p.t_window_end <= trigger.t_end]
         prediction = _span_prediction(in_span)
+        off = self.input_offset_s()
         row = self.store.add_query(
             self.session_id,
-            t_start=trigger.t_start,
-            t_end=trigger.t_end,
+            t_start=trigger.t_start - off,
+            t_end=trigger.t_end - off,
             score=trigger.score,
             method=self.policy.config.method,
             model_version=self.model_version,
@@ -519,7 +521,7 @@ class CalibrationController:
 
     def _save_progress(self) -> None:
         if self._last_t is not None:
-            self.store.set_progress(self.session_id, float(self.to_file_time(self._last_t)))
+            self.store.set_progress(self.session_id, float(self._last_t - self.input_offset_s()))
 
 
 def _finite_or_none(x) -> float | None:

@@ -367,7 +367,7 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
     # -- inputs -------------------------------------------------------------------------
     player = None
     sources: list[tuple[object, bool]] = []
-    to_file_time = None
+    input_offset_s = None
     if args.replay:
         from acquisition.files import open_recording  # noqa: PLC0415
         from acquisition.lsl_inlet import LslSource  # noqa: PLC0415
@@ -389,7 +389,7 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
                 source_id_prefix=f"calib{os.getpid()}",
             )
             player.start()
-        to_file_time = lambda t: t - player.offset_s  # noqa: E731
+        input_offset_s = lambda: player.offset_s  # noqa: E731
         sources.append((LslSource([f"source_id={s.source_id}" for s in player.streams]), False))
     else:
         from bci_affect.cli.run import _sources  # noqa: PLC0415
@@ -410,6 +410,10 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
     outputs = PredictionOutputs(
         out=ses_dir / f"predictions-{part}.jsonl", publish=args.predictions_name
     )
+    if player is not None:  # maps this part's prediction times back to the recording's
+        (ses_dir / f"predictions-{part}.time.json").write_text(
+            json.dumps({"lsl_minus_input_s": player.offset_s}) + "\n"
+        )
 
     engine = None
     opened: list = []
@@ -507,7 +511,8 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
             recorder.start()
 
         # -- policy, UI, personalisation -------------------------------------------------
-        queries = store.queries(session_id)
+        queries = store.queries(session_id)  # spans in the input's time base
+        offset = input_offset_s() if input_offset_s is not None else 0.0
         policy = QueryPolicy(
             PolicyConfig(
                 budget=args.budget,
@@ -520,6 +525,7 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
             ),
             duration_s=args.duration,
             used=sum(1 for q in queries if q.status in ("answered", "skipped")),
+            spans=[(q.t_start + offset, q.t_end + offset) for q in queries],
         )
         for q in queries:
             if q.status == "open":  # asked before the interruption: too late to answer now
@@ -538,7 +544,7 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
             models_dir=models_dir,
             personaliser=personaliser,
             markers=markers,
-            to_file_time=to_file_time,
+            input_offset_s=input_offset_s,
             blocks=_blocks(args),
             duration_s=args.duration,
             settings=ControllerSettings(personalise_every=args.personalise_every),
@@ -660,8 +666,13 @@ def _read_predictions(ses_dir: Path) -> list[dict]:
     from bci_affect.engine import iter_jsonl  # noqa: PLC0415
 
     out: list[dict] = []
-    for f in sorted(ses_dir.glob("predictions*.jsonl")):
-        out.extend(iter_jsonl(f))
+    for f in sorted(ses_dir.glob("predictions-*.jsonl")):
+        t = f.with_suffix(".time.json")
+        off = json.loads(t.read_text())["lsl_minus_input_s"] if t.exists() else 0.0
+        for rec in iter_jsonl(f):
+            if rec.get("t_window_end") is not None:  # the store's time base (spans)
+                rec["t_window_end"] -= off
+            out.append(rec)
     return out
 
 

@@ -1,9 +1,8 @@
 """Scored windows -> model inputs -> forward pass -> :class:`Prediction` records.
 
 :func:`infer` runs one model on any number of windows. Windows are grouped by their number of
-face frames and each group is one forward pass, so that a window's result never depends on
-which other windows shared its batch: the teacher's face reliability averages over the frames
-of the input, and padding a window to a longer neighbour's frame count would lower it. The
+face frames and each group is one forward pass, so that a window's inputs are exactly the
+ones it has alone (no padding frames), whichever windows shared its batch. The
 inputs themselves are built by :func:`bci_affect.training.inputs.window_arrays`, the function
 training uses, so a model sees live exactly the inputs it was trained on.
 
