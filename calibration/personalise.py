@@ -22,6 +22,8 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -303,7 +305,22 @@ def _warm() -> int:
     torch.set_num_threads(1)
     with contextlib.suppress(OSError):  # background work: live acquisition and scoring first
         os.nice(WORKER_NICENESS)
+    _die_with_parent()
     return os.getpid()
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel ends this worker when the session process dies, even by SIGKILL
+    (no orphan keeps training or holds the session's terminal)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # noqa: PLC0415
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
 
 
 class Personaliser:

@@ -54,7 +54,9 @@ class Cli:
         )
         self._reader = None
         if stdout is None:
-            self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,))
+            self._reader = threading.Thread(
+                target=self._read, args=(self.proc.stdout,), daemon=True
+            )
             self._reader.start()
 
     def _read(self, stream) -> None:
@@ -108,6 +110,19 @@ def session_markers(folder: Path) -> list[dict]:
     return [b for _, b in sorted(events, key=lambda e: e[0])]
 
 
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
 def open_query_id(db: Path) -> int | None:
     with LabelStore(db) as store:
         row = store.latest_session("S01", unfinished_only=False)
@@ -121,7 +136,10 @@ def test_web_session_answers_reach_sqlite_xdf_and_personalise(tmp_path):
     expect = sync_api.expect
     expect.set_options(timeout=30_000)
     data = tmp_path / "data"
-    cli = Cli(["--subject", "S01", "--data-dir", str(data), "--port", "0", *SESSION])
+    # half speed of the other tests: three questions and two rounds fit on a loaded machine
+    cli = Cli(
+        ["--subject", "S01", "--data-dir", str(data), "--port", "0", *SESSION, "--speed", "2"]
+    )
     try:
         url = cli.wait_for(r"open (http://127\.0\.0\.1:\d+/\S*) in a browser").group(1)
         with sync_api.sync_playwright() as pw:
@@ -148,6 +166,7 @@ def test_web_session_answers_reach_sqlite_xdf_and_personalise(tmp_path):
     out = "".join(cli.output)
     latency = re.search(r"query on screen after the trigger: median (\d+) ms, max (\d+) ms", out)
     assert latency and int(latency.group(2)) < 200, out
+    print(latency.group(0))
 
     with LabelStore(data / "calibration.sqlite") as store:
         ses = store.latest_session("S01", unfinished_only=False)
@@ -196,9 +215,13 @@ def test_kill_mid_session_then_resume_brings_every_answer_back(tmp_path):
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 200
-        # killed without warning right after the answer was accepted
+        # killed without warning right after the answer was accepted; its helper processes
+        # (personalisation worker, recorder) must not outlive it
+        children = _children(cli.proc.pid)
+        assert children, "the session has a personalisation worker and a recorder"
         cli.proc.send_signal(signal.SIGKILL)
         cli.proc.wait(30)
+        wait_until(lambda: not any(_alive(c) for c in children), 30, "orphaned children")
     finally:
         cli.kill()
     with LabelStore(db) as store:
