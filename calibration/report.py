@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import os
 import time
@@ -30,12 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from bci_affect.core.errors import ConfigError
 from calibration.store import LabelledQuery, LabelStore
 
 __all__ = [
     "HEADS",
-    "REPORT_FORMATS",
     "answer_label",
     "format_session_summary",
     "majority_so_far",
@@ -43,9 +40,6 @@ __all__ = [
     "session_summary",
     "write_session_report",
 ]
-
-#: File extensions :func:`write_session_report` writes.
-REPORT_FORMATS = (".png", ".html")
 
 #: The models whose stored predictions are scored, and the keys each may be stored under in a
 #: query's ``prediction`` (``Prediction.to_dict`` naming first).
@@ -538,33 +532,15 @@ def write_session_report(
     ConfigError
         Unknown extension or session, or the file cannot be written.
     """
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from bci_affect.engine.report import report_path, save_report  # noqa: PLC0415
 
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in REPORT_FORMATS:
-        raise ConfigError(
-            f"report {path}: unknown format {ext or '(none)'!r}; use one of "
-            f"{', '.join(REPORT_FORMATS)}"
-        )
+    path = report_path(path)
     records = [] if predictions is None else list(predictions)
     summary = session_summary(
         store, session_id, predictions=None if predictions is None else records
     )
     fig = _figure(summary, records)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if ext == ".png":
-            fig.savefig(path, dpi=100)
-        else:
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=100)
-            path.write_text(_html(summary, buf.getvalue()), encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot write the report {path}: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_report(fig, path, lambda png: _html(summary, png), dpi=100)
 
 
 def _cell(v: Any) -> str:

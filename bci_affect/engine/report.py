@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "REPORT_FORMATS",
+    "report_path",
+    "save_report",
     "PredictionLog",
     "format_summary",
     "summarize",
@@ -401,8 +403,18 @@ def write_report(
     ConfigError
         Unknown extension, no records, or the file cannot be written.
     """
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    path = report_path(path)
+    records = list(records)
+    if not records:
+        raise ConfigError(f"no predictions to draw into {path}: no window was scored")
+    summary = summary or summarize(records)
+    fig = _figure(records, trials)
+    fig.suptitle(title)
+    return save_report(fig, path, lambda png: _html(title, summary, png, notes), dpi=110)
 
+
+def report_path(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`Path`, refused unless it ends in one of :data:`REPORT_FORMATS`."""
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in REPORT_FORMATS:
@@ -410,20 +422,28 @@ def write_report(
             f"report {path}: unknown format {ext or '(none)'!r}; use one of "
             f"{', '.join(REPORT_FORMATS)}"
         )
-    records = list(records)
-    if not records:
-        raise ConfigError(f"no predictions to draw into {path}: no window was scored")
-    summary = summary or summarize(records)
-    fig = _figure(records, trials)
-    fig.suptitle(title)
+    return path
+
+
+def save_report(fig, path: Path, page, *, dpi: int = 100) -> Path:
+    """Write a matplotlib figure as ``path``: a ``.png``, or an ``.html`` page made by
+    ``page(png_bytes) -> str`` (the figure embedded). The figure is closed.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be written.
+    """
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if ext == ".png":
-            fig.savefig(path, dpi=110)
+        if path.suffix.lower() == ".png":
+            fig.savefig(path, dpi=dpi)
         else:
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=110)
-            path.write_text(_html(title, summary, buf.getvalue(), notes), encoding="utf-8")
+            fig.savefig(buf, format="png", dpi=dpi)
+            path.write_text(page(buf.getvalue()), encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write the report {path}: {exc.strerror or exc}") from None
     finally:
