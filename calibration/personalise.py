@@ -296,16 +296,17 @@ def personalise_round(
 
 
 def _warm() -> int:
-    """Import what a round needs (run once in the worker when it starts)."""
+    """Import what a round needs (run once in the worker when it starts). The priority is
+    lowered first: even the imports must not take CPU from the live session."""
+    with contextlib.suppress(OSError):  # background work: live acquisition and scoring first
+        os.nice(WORKER_NICENESS)
+    _die_with_parent()
     import torch  # noqa: PLC0415
 
     import bci_affect.models.finetune  # noqa: F401, PLC0415
     import calibration.store  # noqa: F401, PLC0415
 
     torch.set_num_threads(1)
-    with contextlib.suppress(OSError):  # background work: live acquisition and scoring first
-        os.nice(WORKER_NICENESS)
-    _die_with_parent()
     return os.getpid()
 
 

@@ -169,6 +169,7 @@ class WebUI:
 
         self._cond = threading.Condition()
         self._query: QueryView | None = None
+        self._pushed_wall = 0.0  # time.time() when the open query was pushed
         self._shown_reported = False
         self._status: SessionStatus | None = None
         self._clients: list[_Client] = []
@@ -277,6 +278,7 @@ class WebUI:
         """Put ``query`` on every page (replacing any other)."""
         with self._cond:
             self._query = query
+            self._pushed_wall = time.time()
             self._shown_reported = False
             self._push(_sse("query", query.to_dict()))
 
@@ -363,7 +365,9 @@ class WebUI:
                 return HTTPStatus.CONFLICT, {"error": f"question {qid} is no longer open"}
             first = not self._shown_reported
             self._shown_reported = True
+            pushed = self._pushed_wall
         if first:
+            _log_display_times(qid, pushed, body, t_wall)
             try:
                 self._on_shown(qid, t_wall)
             except Exception:
@@ -405,6 +409,22 @@ class WebUI:
             with self._cond:
                 self._clients.remove(client)
                 self._cond.notify_all()
+
+
+def _log_display_times(qid: int, pushed: float, body: dict, arrived: float) -> None:
+    """Debug log: where a query's display time went (the page's clock is the host's on
+    localhost; over a network the split is only indicative)."""
+    received, painted = body.get("received_ms"), body.get("painted_ms")
+    if not all(isinstance(t, int | float) for t in (received, painted)):
+        return
+    logger.debug(
+        "query %d on screen: push -> page %.0f ms, page -> painted %.0f ms, painted -> "
+        "server %.0f ms",
+        qid,
+        received - 1e3 * pushed,
+        painted - received,
+        1e3 * arrived - painted,
+    )
 
 
 def _query_id(body: Any) -> int:
@@ -679,8 +699,10 @@ function renderQuery(q) {
 }
 function reportShown(id) {
   // After the next paint: the question is on screen (a hidden tab paints when shown).
+  const received = Date.now();
   requestAnimationFrame(() => setTimeout(() => {
-    if (current && current.query_id === id) post("/shown", {query_id: id}).catch(() => {});
+    if (current && current.query_id === id)
+      post("/shown", {query_id: id, received_ms: received, painted_ms: Date.now()}).catch(() => {});
   }, 0));
 }
 

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -625,10 +626,10 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
     write_session_report(store, session_id, report, predictions=_read_predictions(ses_dir))
     print(format_session_summary(session_summary(store, session_id)), flush=True)
     if controller is not None and controller.trigger_latency_ms:
-        lat = sorted(controller.trigger_latency_ms)
+        lat = controller.trigger_latency_ms
         print(
-            f"query on screen after the trigger: median {lat[len(lat) // 2]:.0f} ms, "
-            f"max {lat[-1]:.0f} ms",
+            f"query on screen after the trigger ({len(lat)}): "
+            f"median {statistics.median(lat):.0f} ms, max {max(lat):.0f} ms",
             flush=True,
         )
     print(f"report: {report}", flush=True)

