@@ -377,20 +377,20 @@ class AffectConfig(_Section):
         0.7, "", "fraction of subjects whose EEG shows the effects (the others: none)"
     )
     faa_effect: float = _f(
-        0.6,
+        1.2,
         "ln power / z",
         "frontal alpha asymmetry: ln(alpha right) - ln(alpha left) at homologous frontal "
         "sites rises by this per unit of valence z (more left-frontal activity when positive)",
     )
     faa_effect_sd: float = _f(0.25, "ln power / z", "its subject-to-subject SD")
     alpha_suppression: float = _f(
-        0.6,
+        0.9,
         "ln power / z",
         "posterior (parietal, occipital) alpha power falls by this per unit of arousal z",
     )
     alpha_suppression_sd: float = _f(0.25, "ln power / z", "its subject-to-subject SD")
     beta_gamma_effect: float = _f(
-        0.4, "ln power / z", "power above 13 Hz rises by this per unit of arousal z, all sites"
+        0.6, "ln power / z", "power above 13 Hz rises by this per unit of arousal z, all sites"
     )
     beta_gamma_effect_sd: float = _f(0.15, "ln power / z", "its subject-to-subject SD")
     ramp_s: float = _f(2.0, "s", "time the brain state takes to move to a new trial's state")

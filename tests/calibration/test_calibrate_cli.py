@@ -148,9 +148,10 @@ def test_web_session_answers_reach_sqlite_xdf_and_personalise(tmp_path):
     expect = sync_api.expect
     expect.set_options(timeout=30_000)
     data = tmp_path / "data"
-    # half speed of the other tests: three questions and two rounds fit on a loaded machine
+    # real time (a minute): three questions fit before the replay ends on a loaded machine
     cli = Cli(
-        ["--subject", "S01", "--data-dir", str(data), "--port", "0", *SESSION, "--speed", "2"]
+        ["--subject", "S01", "--data-dir", str(data), "--port", "0", *SESSION, "--speed", "1"],
+        env={"BCI_AFFECT_LOG_LEVEL": "INFO"},
     )
     try:
         url = cli.wait_for(r"open (http://127\.0\.0\.1:\d+/\S*) in a browser").group(1)
@@ -177,6 +178,9 @@ def test_web_session_answers_reach_sqlite_xdf_and_personalise(tmp_path):
             shown_version = page.locator("#model-version").inner_text()
             browser.close()
         assert cli.finish() == 0, "".join(cli.output)
+    except BaseException:
+        print("".join(cli.output))  # the session's side of the story, in pytest's report
+        raise
     finally:
         cli.kill()
     out = "".join(cli.output)
