@@ -186,7 +186,8 @@ def test_web_session_answers_reach_sqlite_xdf_and_personalise(tmp_path):
     out = "".join(cli.output)
     # pushed, not polled (the < 200 ms target is measured by benchmarks/calibration_display.py)
     latency = re.search(r"query on screen after the trigger \((\d+)\): .* max (\d+) ms", out)
-    assert latency and int(latency.group(1)) == 2 and int(latency.group(2)) < 1000, out
+    # (the first query is timed only if the page was open before it was asked)
+    assert latency and int(latency.group(1)) in (2, 3) and int(latency.group(2)) < 1000, out
     print(latency.group(0))
 
     with LabelStore(data / "calibration.sqlite") as store:
