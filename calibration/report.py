@@ -560,19 +560,14 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def _html(summary: Mapping[str, Any], png: bytes) -> str:
+    from bci_affect.engine.report import html_head  # noqa: PLC0415
+
     esc = html.escape
     title = f"calibration session {summary['session']} {summary['name']} ({summary['subject']})"
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["started_wall"]))
     names = summary["class_names"]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{esc(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-        "padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,"
-        "th:first-child{text-align:left}img{max-width:100%}pre{background:#f6f6f6;"
-        "padding:1em}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
+        html_head(title),
         f"<p>started {esc(started)}; status {esc(summary['status'])}; label scheme "
         f"{esc(summary['label_scheme'])} ({esc(', '.join(names))})</p>",
         f"<pre>{esc(format_session_summary(summary))}</pre>",

@@ -451,17 +451,22 @@ def save_report(fig, path: Path, page, *, dpi: int = 100) -> Path:
     return path
 
 
-def _html(title: str, summary: Mapping[str, Any], png: bytes, notes: Sequence[str]) -> str:
-    esc = html.escape
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{esc(title)}</title>",
+def html_head(title: str) -> str:
+    """The opening of a self-contained report page: head, style and the ``<h1>`` title."""
+    esc = html.escape(title)
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc}</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
         "padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,"
-        "th:first-child{text-align:left}img{max-width:100%}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
-    ]
+        "th:first-child{text-align:left}img{max-width:100%}pre{background:#f6f6f6;"
+        f"padding:1em}}</style></head><body><h1>{esc}</h1>"
+    )
+
+
+def _html(title: str, summary: Mapping[str, Any], png: bytes, notes: Sequence[str]) -> str:
+    esc = html.escape
+    parts = [html_head(title)]
     for line in notes:
         parts.append(f"<p>{esc(line)}</p>")
     for name, s in summary["sessions"].items():
