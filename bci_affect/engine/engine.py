@@ -195,7 +195,9 @@ class Session:
         self.eeg_stream = eeg_stream
         self.sinks = list(sinks)
         self.window_sinks = list(window_sinks)
-        self.pipeline = SignalPipeline(signals, eeg_stream=eeg_stream)
+        # Live sessions wait for late face frames on the wall clock too (see Windower).
+        clock = time.monotonic if engine.config.realtime else None
+        self.pipeline = SignalPipeline(signals, eeg_stream=eeg_stream, clock=clock)
         self._stats = SessionStats()
         self._signature: StreamSignature | None = None
         self._loaded: LoadedModel | None = None
@@ -246,6 +248,7 @@ class Session:
         ConfigError
             The model does not fit the streams (channels, rate, window length).
         """
+        self.pipeline.declare(streams)  # a face stream is waited for from the first window
         sig = signature_from_streams(
             streams, self.signals.window.window_s, eeg_stream=self.eeg_stream
         )

@@ -10,12 +10,12 @@ finish through the same maths, so live, chunked and offline results agree.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bci_affect.core.chunk import Chunk
+from bci_affect.core.chunk import Chunk, StreamInfo
 from bci_affect.core.errors import ConfigError
 from bci_affect.processors._segments import WindowSpectra
 from bci_affect.processors.features import (
@@ -107,13 +107,23 @@ class SignalPipeline:
     config : SignalsConfig
     eeg_stream : str, optional
         Name of the EEG stream; default: chunks whose stream type is ``EEG``.
+    clock : callable, optional
+        Live sessions: a monotonic clock in seconds, passed to the
+        :class:`~bci_affect.processors.windower.Windower` (windows also wait for late face
+        frames on it).
     """
 
-    def __init__(self, config: SignalsConfig | None = None, *, eeg_stream: str | None = None):
+    def __init__(
+        self,
+        config: SignalsConfig | None = None,
+        *,
+        eeg_stream: str | None = None,
+        clock: Callable[[], float] | None = None,
+    ):
         self.config = config or SignalsConfig()
         self.eeg_stream = eeg_stream
         self.preprocess = Preprocess(self.config.preprocess)
-        self.windower = Windower(self.config.window)
+        self.windower = Windower(self.config.window, clock=clock)
         self.scorer = QualityScorer(self.config.quality)
         self.extractor = FeatureExtractor(self.config.features)
         self._eeg_name: str | None = None
@@ -127,6 +137,13 @@ class SignalPipeline:
         self._eeg_name = None
         self._spectra = self._spectra_key = None
         self._epoch = self.windower.epoch
+
+    def declare(self, streams: Sequence[StreamInfo]) -> None:
+        """The session's streams, known before their data: a FaceFeatures stream among them is
+        waited for from the first window on (see :meth:`Windower.expect_face`)."""
+        faces = [s for s in streams if s.type == FACE_TYPE]
+        if faces:
+            self.windower.expect_face(faces[0])
 
     def is_eeg(self, chunk: Chunk) -> bool:
         if self.eeg_stream is not None:

@@ -19,13 +19,26 @@ stream (timestamps may repeat, so reaching ``t_k`` is not enough), or, when the 
 (or stopped), once the EEG is ``face_wait_s`` past ``t_k``: a face stream that
 stops leaves windows without face frames, it never stalls the EEG. Buffers keep only what the
 next windows need.
+
+Live input needs two more rules, because streams arrive through separate readers:
+
+* a face stream announced with :meth:`Windower.expect_face` is waited for from the first window
+  on, before its first frame arrives (otherwise the windows ahead of the first face chunk would
+  be cut without faces);
+* with a ``clock`` (live sessions), a window also waits ``face_wait_s`` on that clock, counted
+  from the arrival of the EEG that completed it. After a stall the EEG reader can deliver
+  seconds of backlog in one go, before the face reader has run: stream time alone would then
+  call frames "late" that are already waiting in the face inlet. Offline (no clock) the rule is
+  stream time alone, so a file gives the same windows however it is chunked.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,11 +250,36 @@ class Windower:
     from, for signal quality) and face frames with :meth:`push_face`; each returns the windows
     that became ready. ``__call__(chunk)`` routes a chunk by its stream type. :meth:`flush` emits
     what is left at the end of a recording.
+
+    Parameters
+    ----------
+    config : WindowConfig, optional
+    clock : callable, optional
+        Live sessions: a monotonic clock in seconds (e.g. ``time.monotonic``); a window then
+        also waits ``face_wait_s`` on it for late face frames (see the module docstring).
+        ``None`` (replays as fast as possible): stream time alone decides.
     """
 
-    def __init__(self, config: WindowConfig | None = None) -> None:
+    def __init__(
+        self, config: WindowConfig | None = None, *, clock: Callable[[], float] | None = None
+    ) -> None:
         self.config = config or WindowConfig()
+        self.clock = clock
+        self._expected_face: StreamInfo | None = None
         self.reset()
+
+    def expect_face(self, info: StreamInfo) -> None:
+        """Announce a face stream before its first frame: windows wait for it from the start.
+
+        Parameters
+        ----------
+        info : StreamInfo
+            The FaceFeatures stream (numeric, first channel ``face_present``).
+        """
+        self._check_face_info(info)
+        self._expected_face = info
+        if self._face_info is None:
+            self._set_face(info)
 
     def reset(self) -> None:
         """Forget buffers and the grid; the next EEG chunk starts a new grid."""
@@ -253,6 +291,10 @@ class Windower:
         self._eeg_info: StreamInfo | None = None
         self._face: _Buffer | None = None
         self._face_info: StreamInfo | None = None
+        if self._expected_face is not None:
+            self._set_face(self._expected_face)
+        # (stream time of the last EEG sample, clock) per EEG push: when each window completed
+        self._arrivals: collections.deque[tuple[float, float]] = collections.deque()
         self._origin: float | None = self.config.origin_s
         self._k = 0
         self._eeg_last = -math.inf
@@ -316,6 +358,8 @@ class Windower:
             # A given origin: start at the first grid point whose window can hold this data.
             first = float(chunk.times[0]) + self.config.window_s - self._half
             self._k = max(0, math.ceil((first - self._origin) / self.config.hop_s - 1e-9))
+        if self.clock is not None:
+            self._arrivals.append((float(chunk.times[-1]), self.clock()))
         # Append one hop at a time so the buffer never holds much more than a window.
         out: list[Window] = []
         step, n_new, max_gap = self._hop_n, chunk.n_times, self.config.max_gap_s
@@ -341,19 +385,26 @@ class Windower:
         pos = self._eeg.base + len(self._eeg)  # stream position of t[0]
         self._gap_at += (pos + np.flatnonzero(steps > self.config.max_gap_s)).tolist()
 
-    def push_face(self, chunk: Chunk) -> list[Window]:
-        """Add FaceFeatures frames; returns the windows that became ready."""
-        if chunk.info.is_string or chunk.info.n_chans < 1:
+    @staticmethod
+    def _check_face_info(info: StreamInfo) -> None:
+        if info.is_string or info.n_chans < 1:
             raise ConfigError(
-                f"stream {chunk.name!r} is not a FaceFeatures stream (numeric, first channel "
+                f"stream {info.name!r} is not a FaceFeatures stream (numeric, first channel "
                 "face_present)"
             )
+
+    def _set_face(self, info: StreamInfo) -> None:
+        self._face_info = info
+        self._face = _Buffer(info.n_chans, (np.dtype(np.float64),), 256)
+        self._face_last = -math.inf
+
+    def push_face(self, chunk: Chunk) -> list[Window]:
+        """Add FaceFeatures frames; returns the windows that became ready."""
+        self._check_face_info(chunk.info)
         if self._face_info is None or chunk.info.ch_names != self._face_info.ch_names:
             if self._face_info is not None:
                 logger.warning("face stream %r changed channels; face buffer restarts", chunk.name)
-            self._face_info = chunk.info
-            self._face = _Buffer(chunk.info.n_chans, (np.dtype(np.float64),), 256)
-            self._face_last = -math.inf
+            self._set_face(chunk.info)
         if chunk.n_times == 0:
             return []
         keep = chunk.times >= self._face_last
@@ -411,7 +462,14 @@ class Windower:
             return False
         if self._face_info is None or self._face_last > t:
             return True
-        return self._eeg_last > t + self.config.face_wait_s
+        wait = self.config.face_wait_s
+        if not self._eeg_last > t + wait:
+            return False
+        if self.clock is None:
+            return True
+        # Live: also face_wait_s on the clock since the EEG that completed this window arrived.
+        done = next((a for t_last, a in self._arrivals if t_last > t + self._half), None)
+        return done is None or self.clock() - done >= wait
 
     def _emit(self) -> list[Window]:
         out = []
@@ -435,6 +493,9 @@ class Windower:
             self._gap_at = [g for g in self._gap_at if g > buf.base]
         if self._face is not None:
             self._face.drop_before(t_next - cfg.window_s - cfg.face_hold_s)
+        arrivals = self._arrivals
+        while arrivals and arrivals[0][0] <= t_next + self._half:
+            arrivals.popleft()  # the EEG of those pushes ended before the next window did
 
     def _bound_face(self) -> None:
         buf = self._face

@@ -147,6 +147,78 @@ def test_a_face_stream_that_stops_never_stalls_the_windows(sig, rng):
     assert w.buffered[1] <= 30 * 4.5
 
 
+class _Clock:
+    """A monotonic clock the test moves by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_announced_face_stream_is_waited_for_before_its_first_frame(sig, rng):
+    """Live, the face reader may deliver its first chunk after the EEG passed the first windows:
+    an announced face stream holds them, so they keep their frames (as offline)."""
+    eeg = sig.make_eeg(rng, seconds=10)
+    ft = eeg.times[0] + np.arange(0, 10.0, 1 / 30)
+    face = _face(ft, np.ones(ft.shape, bool))
+    offline = _run(Windower(), [face, eeg])
+    split_at = eeg.times[0] + 4.9
+    eeg_first, eeg_rest = eeg.slice_times(-np.inf, split_at), eeg.slice_times(split_at, np.inf)
+    unannounced = Windower()
+    cut = unannounced.push_eeg(eeg_first)
+    assert cut and cut[0].face is None  # the old failure: emitted before any face frame
+    live = Windower()
+    live.expect_face(face.info)
+    got = live.push_eeg(eeg_first)
+    assert got == []  # waiting for the announced stream (EEG is < face_wait_s past the end)
+    got += live.push_face(face) + live.push_eeg(eeg_rest) + live.flush()
+    _same(offline, got)
+    live.reset()  # the announcement survives a restart
+    assert live.push_eeg(eeg_first) == []
+    with pytest.raises(ConfigError, match="not a FaceFeatures stream"):
+        Windower().expect_face(StreamInfo("M", "Markers", 0.0, ("event",), channel_format="string"))
+
+
+def test_a_live_backlog_of_eeg_does_not_cut_face_frames(sig, rng):
+    """After a stall the EEG reader may hand over seconds of backlog before the face reader
+    runs: with a clock, windows also wait face_wait_s of clock time, so no frame is lost."""
+    eeg = sig.make_eeg(rng, seconds=14)
+    ft = eeg.times[0] + np.arange(0, 14.0, 1 / 30)
+    face = _face(ft, np.ones(ft.shape, bool))
+    offline = _run(Windower(), [face, eeg])
+    clock = _Clock()
+    cfg = WindowConfig(face_wait_s=1.0)
+    live, stream_only = Windower(cfg, clock=clock), Windower(cfg)
+    for w in (live, stream_only):
+        w.expect_face(face.info)
+    got: list[Window] = []
+    lost: list[Window] = []
+    t0 = eeg.times[0]
+    for lo, hi in ((0, 4.2), (4.2, 10.0)):  # 5.8 s of EEG backlog arrive at once
+        part = eeg.slice_times(t0 + lo, t0 + hi - 1e-9)
+        got += live.push_eeg(part)
+        lost += stream_only.push_eeg(part)
+        clock.now += 0.01
+    # the face frames of the backlog arrive a moment later (the face reader's turn)
+    frames = face.slice_times(-np.inf, t0 + 10.0 - 1e-9)
+    got += live.push_face(frames)
+    lost += stream_only.push_face(frames)
+    assert any(w.face.shape[0] < 100 for w in lost)  # stream time alone cuts them
+    rest_face, rest_eeg = face.slice_times(t0 + 10.0, np.inf), eeg.slice_times(t0 + 10.0, np.inf)
+    got += live.push_face(rest_face) + live.push_eeg(rest_eeg) + live.flush()
+    _same(offline, got)
+    # a face stream that really stopped: windows go out once face_wait_s passed on the clock
+    dead = Windower(cfg, clock=clock)
+    dead.expect_face(face.info)
+    clock.now = 100.0
+    assert dead.push_eeg(eeg.slice_times(-np.inf, t0 + 8.0)) == []
+    clock.now += 1.0
+    out = dead.push_eeg(eeg.slice_times(t0 + 8.0 + 1e-9, t0 + 8.1))
+    assert out and all(w.face.shape[0] == 0 and w.face_gap for w in out)
+
+
 def test_buffers_stay_bounded(sig, rng):
     eeg = sig.make_eeg(rng, seconds=60)
     w = Windower()
