@@ -1,13 +1,20 @@
 """Open any recording bci-affect reads, and summarise its streams.
 
-:func:`open_recording` picks the source for a file by its extension (or, without one, by its
-first bytes):
+:func:`open_recording` picks the source for a file by its extension and, for text files, its
+first line (``format=`` forces a reader):
 
-============================  ===============================================
-``.xdf``, ``.xdfz``, ``.gz``  :class:`acquisition.xdf.XdfSource` (LabRecorder, ``bci-affect record``)
-``.txt``                      ``acquisition.textfiles.OpenBciTextSource`` (OpenBCI GUI)
-``.csv``                      ``acquisition.textfiles.BrainFlowCsvSource`` (BrainFlow)
-============================  ===============================================
+================================  ===============================================
+``.xdf``, ``.xdfz``, ``.xdf.gz``  :class:`acquisition.xdf.XdfSource` (LabRecorder, ``bci-affect record``)
+``.txt``, ``.csv``                ``acquisition.textfiles.OpenBciTextSource`` (OpenBCI GUI: ``%``
+                                  header or ``Sample Index`` column row) or
+                                  ``acquisition.textfiles.BrainFlowCsvSource`` (BrainFlow:
+                                  tab-separated numbers); by default ``.txt`` is the GUI's,
+                                  ``.csv`` BrainFlow's
+no extension                      XDF when the file starts with ``XDF:``
+================================  ===============================================
+
+The import options of text files (``board``, ``montage``, ``sfreq``) are passed through; every
+command that reads a file offers them (:mod:`bci_affect.cli._import_options`).
 
 :func:`summarize` reads a source to its end and returns one :class:`StreamSummary` per
 stream (samples, duration, rates, gaps, NaNs, markers): what ``bci-affect inspect`` and
@@ -19,17 +26,25 @@ from __future__ import annotations
 import importlib
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from acquisition.paths import (
+    FORMATS,
+    RECORDING_EXTENSIONS,
+    RecordingNotFoundError,
+    check_recording_path,
+    recording_extension,
+)
 from bci_affect.core.chunk import Chunk, StreamInfo
-from bci_affect.core.errors import BciAffectError, ConfigError, FileFormatError
+from bci_affect.core.errors import ConfigError, FileFormatError
 from bci_affect.core.source import Source
 
 __all__ = [
+    "FORMATS",
     "RECORDING_EXTENSIONS",
     "SUMMARY_FIELDS",
     "RecordingNotFoundError",
@@ -41,54 +56,10 @@ __all__ = [
     "summarize",
 ]
 
-#: Extensions :func:`open_recording` knows, and what reads them.
-RECORDING_EXTENSIONS = {
-    ".xdf": "XDF (LabRecorder, bci-affect record)",
-    ".xdfz": "gzip-compressed XDF",
-    ".xdf.gz": "gzip-compressed XDF",
-    ".txt": "OpenBCI GUI text recording",
-    ".csv": "BrainFlow CSV recording",
-}
-
 #: How many markers of a string stream a summary quotes.
 N_FIRST_MARKERS = 5
 
-
-class RecordingNotFoundError(BciAffectError, FileNotFoundError):
-    """The recording path does not exist or is not a file."""
-
-
-def check_recording_path(path: str | os.PathLike) -> Path:
-    """``path`` as a :class:`Path`, after checking it names an existing file.
-
-    Raises
-    ------
-    RecordingNotFoundError
-        Naming the path and, when its folder exists, the recordings in it.
-    """
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        raise RecordingNotFoundError(f"{path} is a folder; give the path of a recording file")
-    hint = ""
-    if path.parent.is_dir():
-        near = sorted(
-            p.name
-            for p in path.parent.iterdir()
-            if p.is_file() and _extension(p) in RECORDING_EXTENSIONS
-        )
-        if near:
-            shown = ", ".join(near[:5]) + (", ..." if len(near) > 5 else "")
-            hint = f"; recordings in {path.parent}: {shown}"
-    raise RecordingNotFoundError(f"recording {path} does not exist{hint}")
-
-
-def _extension(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".xdf.gz"):
-        return ".xdf.gz"
-    return path.suffix.lower()
+_XDF_EXTENSIONS = (".xdf", ".xdfz", ".xdf.gz")
 
 
 def open_recording(
@@ -96,55 +67,116 @@ def open_recording(
     *,
     streams: Iterable[str] | None = None,
     chunk_s: float | None = None,
+    format: str = "auto",  # noqa: A002  (the command-line option's name)
+    board: str | int | None = None,
+    montage: Sequence[str] | str | None = None,
+    sfreq: float | None = None,
 ) -> Source:
     """The :class:`~bci_affect.core.source.Source` that replays a recording file.
 
     Parameters
     ----------
     path : str or Path
-        ``.xdf``/``.xdfz``/``.xdf.gz`` (XDF), ``.txt`` (OpenBCI GUI) or ``.csv`` (BrainFlow).
-        A file without a known extension is read as XDF when it starts with ``XDF:``.
+        ``.xdf``/``.xdfz``/``.xdf.gz`` (XDF), ``.txt`` or ``.csv`` (OpenBCI GUI text or
+        BrainFlow CSV, told apart by their first line). A file without a known extension is
+        read as XDF when it starts with ``XDF:``, else by its content.
     streams : iterable of str, optional
         Names of the streams to replay (default: all).
     chunk_s : float, optional
         Seconds of recording per chunk (default: the reader's, 0.1 s).
+    format : {"auto", "openbci", "brainflow", "xdf"}
+        Force a reader instead of choosing it from the extension and the content.
+    board : str or int, optional
+        BrainFlow board that wrote a BrainFlow CSV (``"cyton-daisy"``, ...); needed when its
+        column count fits several boards. Text files only.
+    montage : sequence of str or str, optional
+        EEG channel labels of a text file (one per channel, or one comma-separated string).
+    sfreq : float, optional
+        Sample rate of a text file in Hz, when its header lacks it or the board was
+        reconfigured.
 
     Raises
     ------
     RecordingNotFoundError
         The file does not exist.
     FileFormatError
-        Unknown extension, or the reader for it is not installed.
+        Unknown extension or content, or the reader for it is not installed.
+    ConfigError
+        An unknown ``format``, or text-file options (``board``, ``montage``, ``sfreq``) for a
+        file that is not one (``board`` also for an OpenBCI GUI file).
     """
     path = check_recording_path(path)
-    ext = _extension(path)
-    if ext not in RECORDING_EXTENSIONS:
-        with open(path, "rb") as f:
-            is_xdf = f.read(4) == b"XDF:"
-        if not is_xdf:
-            known = ", ".join(f"{e} ({what})" for e, what in RECORDING_EXTENSIONS.items())
-            raise FileFormatError(
-                f"cannot tell what kind of recording {path} is (extension "
-                f"{ext or 'none'!r}); bci-affect reads {known}"
+    if format not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    kind = _recording_kind(path) if format == "auto" else format
+    if board is not None and kind != "brainflow":
+        raise ConfigError(
+            f"--board applies to BrainFlow CSV files; {path} is {_KIND_NAMES[kind]} "
+            "(pass --format brainflow if it is a BrainFlow CSV)"
+        )
+    if sfreq is not None and not (math.isfinite(sfreq) and sfreq > 0):
+        raise ConfigError(f"--sfreq must be > 0 Hz, got {sfreq}")
+    kwargs = {} if chunk_s is None else {"chunk_s": chunk_s}
+    if kind == "xdf":
+        if montage is not None or sfreq is not None:
+            raise ConfigError(
+                "--montage and --sfreq apply to text files; an XDF file carries its own "
+                "labels and rates"
             )
-        ext = ".xdf"
-    if ext in (".xdf", ".xdfz", ".xdf.gz"):
-        from acquisition.xdf import XdfSource  # noqa: PLC0415
+        from acquisition.xdf import XdfSource  # noqa: PLC0415  (pyxdf-free, but large)
 
-        kwargs = {} if chunk_s is None else {"chunk_s": chunk_s}
         return XdfSource(path, streams=streams, **kwargs)
+    textfiles = _textfiles(path, kind)
+    if kind == "openbci":
+        source = textfiles.OpenBciTextSource(path, montage=montage, sfreq=sfreq, **kwargs)
+    else:
+        source = textfiles.BrainFlowCsvSource(
+            path, board=board, montage=montage, sfreq=sfreq, **kwargs
+        )
+    return source if streams is None else SelectedStreams(source, streams)
+
+
+_KIND_NAMES = {
+    "xdf": "an XDF file",
+    "openbci": "an OpenBCI GUI text file",
+    "brainflow": "a BrainFlow CSV",
+}
+
+
+def _recording_kind(path: Path) -> str:
+    """``"xdf"``, ``"openbci"`` or ``"brainflow"``, from the extension and the first bytes."""
+    ext = recording_extension(path)
+    if ext in _XDF_EXTENSIONS:
+        return "xdf"
+    with open(path, "rb") as f:
+        if f.read(4) == b"XDF:":
+            return "xdf"
+    if ext in (".txt", ".csv"):
+        # the GUI writes .txt and .csv, BrainFlow any name: the first line decides; a file
+        # neither reader recognises goes to the extension's reader, whose error names the line
+        sniffed = _textfiles(path, "openbci" if ext == ".txt" else "brainflow").sniff_format(path)
+        if sniffed in ("openbci", "brainflow"):
+            return sniffed
+        return "openbci" if ext == ".txt" else "brainflow"
+    known = ", ".join(f"{e} ({what})" for e, what in RECORDING_EXTENSIONS.items())
+    raise FileFormatError(
+        f"cannot tell what kind of recording {path} is (extension {ext or 'none'!r}); "
+        f"bci-affect reads {known}"
+    )
+
+
+def _textfiles(path: Path, kind: str):  # noqa: ANN202  (a module)
+    """:mod:`acquisition.textfiles`, or a clear error when this copy lacks it."""
     try:
-        textfiles = importlib.import_module("acquisition.textfiles")
+        return importlib.import_module("acquisition.textfiles")
     except ModuleNotFoundError as exc:
         if exc.name != "acquisition.textfiles":
             raise
+        what = RECORDING_EXTENSIONS[".txt" if kind == "openbci" else ".csv"]
         raise FileFormatError(
-            f"cannot read {path}: the reader for {RECORDING_EXTENSIONS[ext]}s "
-            "(acquisition.textfiles) is not installed in this copy of bci-affect"
+            f"cannot read {path}: the reader for {what}s (acquisition.textfiles) is not "
+            "installed in this copy of bci-affect"
         ) from None
-    cls = textfiles.OpenBciTextSource if ext == ".txt" else textfiles.BrainFlowCsvSource
-    source = cls(path) if chunk_s is None else cls(path, chunk_s=chunk_s)
-    return source if streams is None else SelectedStreams(source, streams)
 
 
 class SelectedStreams:

@@ -11,7 +11,7 @@ board look the same to the pipeline:
     the board when it has them (Cyton: Fp1, Fp2, C3, C4, P7, P8, O1, O2; Cyton-Daisy adds F7,
     F8, F3, F4, T7, T8, P3, P4); otherwise ``EEG1, EEG2, ...`` (an OpenBCI GUI file's ``EXG
     Channel 0`` is ``EEG1``). ``desc["montage"]`` says which applied: ``given``,
-    ``board-default`` or ``generic``.
+    ``board-default`` or ``generic``; ``desc["time_base"]`` is ``unix`` or ``zero`` (below).
 ``EEG-accel`` (type ``Accelerometer``, g)
     ``AccX, AccY, AccZ`` at the EEG rate, when the file has accelerometer columns that are not
     all zero (the GUI repeats the 25 Hz accelerometer values, BrainFlow writes zeros between
@@ -19,19 +19,36 @@ board look the same to the pipeline:
 ``Markers`` (type ``Markers``, string)
     One JSON sample ``{"event": "marker", "value": v}`` per non-zero value of the marker
     column (GUI markers, BrainFlow ``insert_marker``), when there are any.
-``EEG-events`` (type ``Markers``, string; always listed, empty when nothing was dropped)
-    ``{"event": "dropped_samples", "stream": "EEG", "n": n, "t": t}`` for each gap of the
-    board's sample counter, stamped at ``t``, the time the first missing sample should have
-    had.
+``EEG-events`` (type ``Markers``, string; always listed, empty when nothing was repaired)
+    What the sample counter showed, one JSON string per event, stamped at ``t``:
+    ``{"event": "dropped_samples", "stream": "EEG", "n": n, "t": t}`` for each gap (``t``:
+    when the first missing sample was due; ``"lost_cycles": k`` added when the host clock
+    showed ``k`` whole counter cycles in it), ``{"event": "duplicate_samples", "stream":
+    "EEG", "n": n, "t": t}`` for each sample written more than once (``n`` copies dropped,
+    ``t`` the sample's time) and ``{"event": "reordered_samples", "stream": "EEG", "n": n,
+    "t": t}`` for each run of ``n`` rows written after later samples and moved back into
+    place.
 
-Timestamps are seconds since the Unix epoch on the clock of the computer that recorded the
-file (files carry no LSL clock). Every row gets a position from the board's sample counter:
-wrapping counters (Cyton's 0..255) are unwrapped, a gap in the counter advances the position
-by the number of missing samples, and a loss of whole counter cycles is recognised from the
-file's timestamps. Those timestamps (stamped on arrival, in bursts) are then fitted by a
-straight line against the positions, so the times increase strictly, are evenly spaced at the
-rate the recording computer measured (within 10 % of nominal, else at the nominal rate) and
-skip exactly the dropped samples. A file without timestamps gets ``position / sfreq`` from 0 s.
+Time base, one rule for every format and GUI version (:func:`host_timestamps`): times are
+seconds since the Unix epoch on the clock of the computer that recorded the file when the file
+carries a usable timestamp column, else seconds from 0 (files carry no LSL clock). A column
+is unusable when it is all zero, holds no Unix time, or fewer than half its rows carry a
+usable stamp (one warning line says which); single rows with a stamp cut short, out of range
+or stepped back are left to the sample counter (one warning line). The oldest GUI files have
+no timestamp column and start at 0 s.
+
+Sample positions (:func:`reconstruct_counter`): every row gets a sample number from the
+board's sample counter (wrapping counters such as Cyton's 0..255 unwrapped), with the host
+timestamps as a second witness. A repeated value is a repeated packet and is dropped; a short
+step back is a packet written out of order (moved to its place) or written twice (dropped); a
+step forward skips the missing samples; whole counter cycles lost in a gap, and long gaps the
+counter would read as a step back, are decided by the host timestamps (the lowest arrival
+delay before and after the break), never making the recording longer than its timestamps plus
+one counter period. The timestamps (stamped on arrival, in bursts) are then fitted by a
+straight line against the sample numbers, so the times increase strictly, are evenly spaced at
+the rate the recording computer measured (within 10 % of nominal, else at the nominal rate,
+with a warning giving the fitted and the row rate) and skip exactly the dropped samples.
+Everything decided is summarised in one warning line and on ``EEG-events``.
 """
 
 from __future__ import annotations
@@ -56,7 +73,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BrainFlowCsvSource",
+    "CounterLayout",
+    "CounterReconstruction",
     "OpenBciTextSource",
+    "counter_layout",
+    "host_timestamps",
+    "reconstruct_counter",
     "regularise_times",
     "resolve_board",
     "sniff_format",
@@ -78,64 +100,182 @@ _GUI_BOARDS = (
 
 
 # --------------------------------------------------------------------------------------------
-# pure helpers
+# the sample counter and the host clock
+
+#: Unix times a host timestamp may hold (2000-01-01 to 2100-01-01), seconds.
+UNIX_RANGE_S = (946_684_800.0, 4_102_444_800.0)
+
+#: A host timestamp this many seconds before one above it is not used (a clock stepped back,
+#: a stamp cut short): host timestamps are taken on arrival, in file order.
+_MAX_BACK_S = 0.1
+
+#: Seconds of rows around a counter break that show the host clock's offset before and after.
+_WITNESS_WINDOW_S = 5.0
 
 
-def _unwrap_counter(counter: np.ndarray, path: Path) -> tuple[np.ndarray, int | None, int]:
-    """Samples elapsed between consecutive counter values.
+@dataclass(frozen=True)
+class CounterLayout:
+    """How a file's sample counter counts, inferred from its values by :func:`counter_layout`.
 
-    The counter's increment per sample (``step``: 1, or 2 on Cyton-Daisy) is the most common
-    positive difference; a counter that ever goes down wraps, with modulus ``max - min +
-    step`` (256 on Cyton and the synthetic board, 100 for Ganglion's 1..100). A repeated value
-    counts as one sample (Ganglion sends two samples per counter value).
-
-    Returns ``(steps, modulus, step)``: ``steps[i] >= 1`` samples from sample ``i`` to
-    ``i + 1``, the modulus (``None`` when the counter never wraps) and the step.
+    Attributes
+    ----------
+    step : int
+        Counter increment per sample (1; 2 on Cyton+Daisy, which merges two packets per
+        sample and keeps the even number).
+    modulus : int or None
+        Counter values before it wraps (256 on Cyton, Cyton+Daisy and the synthetic board);
+        ``None`` when the counter never wraps in the file.
+    repeats : bool
+        Every value comes twice on purpose (Ganglion: two samples per radio packet): a
+        repeated value is then the next sample, not a duplicate.
     """
-    diffs = np.diff(counter)
-    forward = diffs[diffs > 0]
+
+    step: int
+    modulus: int | None
+    repeats: bool = False
+
+    @property
+    def cycle(self) -> int | None:
+        """Samples per counter cycle (``modulus / step``); ``None`` when it never wraps."""
+        return None if self.modulus is None else max(self.modulus // self.step, 1)
+
+
+def counter_layout(counter: np.ndarray) -> CounterLayout | None:
+    """The :class:`CounterLayout` of a sample counter, or ``None`` when it is irregular.
+
+    The step is the most common forward difference; a drop by more than half the counter's
+    range is a wrap, with modulus ``max - min + step`` (rounded up to 256 for a byte counter
+    whose top values never appear). Irregular: more than 10 % of the differences are not
+    multiples of the step.
+
+    Parameters
+    ----------
+    counter : ndarray of int, shape (n_rows,)
+        The counter column, in file order.
+    """
+    c = np.asarray(counter, dtype=np.int64)
+    d = np.diff(c)
+    if d.size == 0:
+        return CounterLayout(1, None)
+    forward = d[d > 0]
     step = 1
     if forward.size:
         values, counts = np.unique(forward, return_counts=True)
         step = int(values[np.argmax(counts)])
+    span = int(c.max() - c.min())
     modulus = None
-    if np.any(diffs < 0):
-        modulus = int(counter.max() - counter.min()) + step
-        diffs = diffs % modulus
-    irregular = np.count_nonzero(diffs % step) if step > 1 else 0
-    if diffs.size and irregular > 0.1 * diffs.size:
-        logger.warning(
-            "%s: the sample counter does not advance regularly; dropped samples are not "
-            "detected in this file",
-            path,
-        )
-        return np.ones(diffs.shape, dtype=np.int64), modulus, step
-    steps = np.maximum(np.rint(diffs / step).astype(np.int64), 1)
-    n_repeat = int(np.count_nonzero(diffs == 0))
-    if n_repeat:
-        logger.info("%s: %d repeated sample-counter values (counted as 1 sample)", path, n_repeat)
-    return steps, modulus, step
+    if span > 0 and np.any(d < -(span // 2)):
+        modulus = span + step
+        if 0.9 * 256 <= modulus < 256 and c.max() < 256:
+            modulus = 256
+    dm = d % modulus if modulus else d
+    if step > 1 and np.count_nonzero(dm % step) > 0.1 * d.size:
+        return None
+    return CounterLayout(step, modulus, repeats=bool(np.count_nonzero(d == 0) > 0.3 * d.size))
 
 
-def _add_lost_cycles(
-    pos: np.ndarray, unix_s: np.ndarray, sfreq: float, cycle: int, window: int
-) -> np.ndarray:
-    """Add whole counter cycles where the timestamps show more time lost than the counter.
+def _counter_positions(counter: np.ndarray, layout: CounterLayout) -> np.ndarray:
+    """Sample numbers from the counter alone, shape (n_rows,), int64, first row 0.
 
-    Samples arrive late, never early, so the smallest ``unix_s - pos / sfreq`` over a few
-    seconds is a robust estimate of the clock offset; a gap that lost ``k`` full cycles raises
-    it by ``k * cycle / sfreq``. A burst after a stall only raises the residuals of the burst.
+    Each step between rows is read as the shortest move the counter allows: forward by up to
+    3/4 of a cycle, backward by up to 1/4 (a packet written late or twice; 0 repeats the
+    sample). What the counter cannot show (whole cycles lost, a forward gap of more than 3/4
+    of a cycle) is left to :func:`_host_cycles`.
     """
-    period = cycle / sfreq
-    pos = pos.copy()
-    for k in np.flatnonzero(np.diff(unix_s) > 0.5 * period):
-        lo, hi = max(0, k + 1 - window), min(pos.size, k + 1 + window)
-        before = np.min(unix_s[lo : k + 1] - pos[lo : k + 1] / sfreq)
-        after = np.min(unix_s[k + 1 : hi] - pos[k + 1 : hi] / sfreq)
-        n_cycles = int(np.rint((after - before) / period))
-        if n_cycles > 0:
-            pos[k + 1 :] += n_cycles * cycle
-    return pos
+    d = np.diff(np.asarray(counter, dtype=np.int64))
+    if layout.modulus:
+        d = d % layout.modulus
+    units = np.rint(d / layout.step).astype(np.int64)
+    cycle = layout.cycle
+    if cycle:
+        units %= cycle
+        units = np.where(units >= cycle - cycle // 4, units - cycle, units)
+    if layout.repeats:
+        units = np.maximum(units, 1)
+    return np.concatenate([[0], np.cumsum(units)])
+
+
+def _host_cycles(
+    pos: np.ndarray, host: np.ndarray, cycle: int, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whole counter cycles the host clock shows at breaks of the counter.
+
+    Samples arrive late, never early, so the lowest ``host - pos`` over a few seconds is the
+    clock offset; a break that lost ``k`` whole cycles raises it by ``k`` cycles from there
+    on, a burst after a stall only for the burst. Rows examined: where ``host - pos`` jumps
+    by more than half a cycle from the row before (either way), and the first of each run of
+    rows more than half a cycle above the offset of the rows before them (a break right after
+    a burst). Rounding: ``k >= 1`` from half a cycle up; ``k <= -1`` (a packet more than a
+    quarter cycle late, read as a forward step) from 3/4 of a cycle down.
+
+    Parameters
+    ----------
+    pos : ndarray of int64, shape (n_rows,)
+        Sample numbers from the counter (:func:`_counter_positions`).
+    host : ndarray of float, shape (n_rows,)
+        Host timestamps in samples (seconds × nominal rate); NaN where unusable.
+    cycle : int
+        Samples per counter cycle.
+    window : int
+        Rows on each side of a break that show the offset.
+
+    Returns
+    -------
+    cycles : ndarray of int64, shape (n_rows,)
+        Cycles to add to the sample numbers from each row on (0 at most rows).
+    evidence : ndarray of float, shape (n_rows,)
+        The offset change in cycles behind each non-zero decision (NaN elsewhere).
+    """
+    from scipy.ndimage import minimum_filter1d  # noqa: PLC0415  (scipy is slow to import)
+
+    n = pos.size
+    resid = host - pos
+    cycles = np.zeros(n, dtype=np.int64)
+    evidence = np.full(n, np.nan)
+    finite = np.isfinite(resid)
+    if finite.sum() < 2:
+        return cycles, evidence
+    # carry the last finite value over rows without a usable timestamp
+    filled = resid[np.maximum.accumulate(np.where(finite, np.arange(n), 0))]
+    with np.errstate(invalid="ignore"):
+        steps = np.abs(np.diff(filled)) > 0.5 * cycle
+    lowest = np.where(finite, resid, np.inf)
+    env = minimum_filter1d(lowest, size=window, origin=(window - 1) // 2, mode="nearest")
+    above = np.zeros(n, dtype=bool)
+    above[1:] = finite[1:] & (resid[1:] - env[:-1] > 0.5 * cycle)
+    run_starts = above & ~np.concatenate([[False], above[:-1]])
+    candidates = np.union1d(np.flatnonzero(steps) + 1, np.flatnonzero(run_starts))
+    for k in candidates:
+        before = lowest[max(0, k - window) : k].min()
+        after = lowest[k : k + window].min()
+        ratio = (after - before) / cycle
+        if not np.isfinite(ratio):
+            continue
+        m = int(np.floor(ratio + 0.5)) if ratio >= 0 else -int(np.floor(0.25 - ratio))
+        if m:
+            cycles[k], evidence[k] = m, ratio
+            lowest[k:] -= m * cycle
+    return cycles, evidence
+
+
+def _host_rate(pos: np.ndarray, host: np.ndarray, sfreq: float) -> float:
+    """Samples per second of host time, Hz: the median over all pairs of rows 0.5 s apart of
+    counter samples ÷ host seconds between them.
+
+    Robust to the counter's unseen cycles (only the pairs around one are off) and to bursts
+    (a pair's error is its two arrival delays over 0.5 s, the median averages them out);
+    ``sfreq`` when there are too few pairs.
+    """
+    lag = min(max(int(0.5 * sfreq), 1), pos.size // 4)
+    if lag < 1:
+        return sfreq
+    dpos = pos[lag:] - pos[:-lag]
+    dhost = host[lag:] - host[:-lag]
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(dhost) & (dhost > 0) & (dpos > 0)
+    if np.count_nonzero(ok) < 10:
+        return sfreq
+    return float(np.median(dpos[ok] / dhost[ok]))
 
 
 def _fit_line(x: np.ndarray, y: np.ndarray, n_iter: int = 3) -> tuple[float, float]:
@@ -159,6 +299,318 @@ def _fit_line(x: np.ndarray, y: np.ndarray, n_iter: int = 3) -> tuple[float, flo
     return float(slope), float(intercept)
 
 
+@dataclass(frozen=True)
+class CounterReconstruction:
+    """Where each row of a text recording goes in time: :func:`reconstruct_counter`'s result.
+
+    Attributes
+    ----------
+    positions : ndarray of int64, shape (n_rows,)
+        Sample number of each row, 0 at the first sample kept, dropped samples counted; a
+        duplicate row has the number of the sample it repeats.
+    order : ndarray of intp, shape (n_kept,)
+        The rows kept, in time order (their positions increase strictly).
+    duplicate : ndarray of bool, shape (n_rows,)
+        Rows dropped because an earlier row of the file holds the same sample.
+    reordered : ndarray of bool, shape (n_rows,)
+        Kept rows written after a later sample (moved to their place in time).
+    cycles : ndarray of int64, shape (n_rows,)
+        Whole counter cycles added from each row on because the host clock showed them (taken
+        away where negative); 0 at most rows.
+    layout : CounterLayout or None
+        How the counter counts; ``None`` without a (regular) counter: rows in file order.
+    t0 : float
+        Time of sample 0, seconds: Unix time (``time_base == "unix"``) or 0.
+    dt : float
+        Seconds per sample: fitted to the host timestamps, else ``1 / sfreq``.
+    time_base : {"unix", "zero"}
+        ``unix``: the file's host timestamps anchor the times; ``zero``: times from 0 s.
+    host_span_s : float or None
+        Last minus first usable host timestamp, seconds.
+    fitted_rate_hz : float or None
+        Rate of the line through the host timestamps against the positions, Hz (``1 /
+        slope``), whether or not the times follow it.
+    n_clamped : int
+        Cycles taken back so the span stays within the host span plus one counter period.
+    """
+
+    positions: np.ndarray
+    order: np.ndarray
+    duplicate: np.ndarray
+    reordered: np.ndarray
+    cycles: np.ndarray
+    layout: CounterLayout | None
+    t0: float
+    dt: float
+    time_base: str
+    host_span_s: float | None
+    fitted_rate_hz: float | None = None
+    n_clamped: int = 0
+
+    def time_of(self, positions: np.ndarray) -> np.ndarray:
+        """Seconds of sample numbers ``positions`` (any shape)."""
+        return self.t0 + self.dt * np.asarray(positions, dtype=np.float64)
+
+    @property
+    def times(self) -> np.ndarray:
+        """Time of each row's sample, shape (n_rows,), seconds."""
+        return self.time_of(self.positions)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.positions.size)
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.order.size)
+
+    @property
+    def n_duplicates(self) -> int:
+        return int(np.count_nonzero(self.duplicate))
+
+    @property
+    def n_repeated(self) -> int:
+        """Duplicate rows that repeat the row just before them (the counter stepped by 0)."""
+        same = np.zeros(self.n_rows, dtype=bool)
+        same[1:] = self.positions[1:] == self.positions[:-1]
+        return int(np.count_nonzero(self.duplicate & same))
+
+    @property
+    def n_reordered(self) -> int:
+        return int(np.count_nonzero(self.reordered))
+
+    @property
+    def span_s(self) -> float:
+        """Seconds from the first to the last sample kept."""
+        if self.n_kept == 0:
+            return 0.0
+        kept = self.positions[self.order]
+        return float(self.dt * (kept[-1] - kept[0]))
+
+    def gaps(self) -> list[tuple[int, int, int]]:
+        """``(first missing position, n missing, whole cycles seen on the host clock)`` for
+        each gap between consecutive kept samples, in time order."""
+        kept = self.positions[self.order]
+        step = np.diff(kept)
+        at = np.flatnonzero(step > 1)
+        lost_cycles = dict.fromkeys(at.tolist(), 0)
+        for row in np.flatnonzero(self.cycles > 0):
+            j = int(np.searchsorted(kept, self.positions[row])) - 1
+            if j in lost_cycles:
+                lost_cycles[j] += int(self.cycles[row])
+        return [(int(kept[j] + 1), int(step[j] - 1), lost_cycles[j]) for j in at.tolist()]
+
+    @property
+    def n_dropped(self) -> int:
+        """Samples missing between the first and the last sample kept."""
+        return sum(n for _, n, _ in self.gaps())
+
+    def summary(self) -> str:
+        """One line: what was dropped, moved and found missing, and the spans (s)."""
+        parts = [f"{self.n_rows} rows -> {self.n_kept} samples in time order"]
+        if self.n_duplicates:
+            rep = self.n_repeated
+            parts.append(
+                f"{self.n_duplicates} duplicate rows dropped ({rep} repeated in place, "
+                f"{self.n_duplicates - rep} written again later)"
+            )
+        if self.n_reordered:
+            parts.append(f"{self.n_reordered} out-of-order rows moved to their place")
+        gaps = self.gaps()
+        if gaps:
+            with_cycles = [g for g in gaps if g[2]]
+            text = f"{self.n_dropped} samples missing in {len(gaps)} gaps"
+            if with_cycles:
+                text += (
+                    f" ({sum(g[2] for g in with_cycles)} whole counter cycles in "
+                    f"{len(with_cycles)} of them, seen on the host timestamps)"
+                )
+            parts.append(text)
+        back = int(-self.cycles[self.cycles < 0].sum())
+        if back:
+            parts.append(
+                f"{back} counter cycles taken off where the host timestamps showed a packet "
+                "more than a quarter cycle late"
+            )
+        if self.n_clamped:
+            parts.append(f"{self.n_clamped} cycles taken back to fit the host timestamps")
+        line = ", ".join(parts)
+        if self.host_span_s is not None:
+            line += f"; {self.span_s:.3f} s, host timestamps span {self.host_span_s:.3f} s"
+        return line
+
+
+def reconstruct_counter(
+    counter: np.ndarray | None,
+    unix_s: np.ndarray | None,
+    sfreq: float,
+    *,
+    path: str | os.PathLike = "",
+) -> CounterReconstruction:
+    """Place every row of a text recording in time from its sample counter, with the host
+    timestamps as a second witness.
+
+    1. The counter gives each row a sample number (:func:`counter_layout`,
+       :func:`_counter_positions`): a step of 0 repeats a sample, a small step back (up to a
+       quarter of a counter cycle) is a packet written late or twice, a step forward skips
+       the missing samples.
+    2. The host timestamps add the whole counter cycles the counter cannot show, and correct
+       a long forward gap the counter alone would read as a step back (:func:`_host_cycles`).
+    3. Rows whose sample an earlier row already holds are dropped (duplicates); the others
+       are put in time order (out-of-order rows moved to their place).
+    4. Times: a straight line through the host timestamps against the sample numbers
+       (:func:`_fit_line`; late bursts ignored), so they increase strictly, are evenly spaced
+       at the rate the recording computer measured and skip exactly the missing samples. The
+       nominal rate is used when the fitted one is more than 10 % off (with a warning giving
+       both rates). Without host timestamps: ``position / sfreq`` from 0 s.
+
+    The samples from the first to the last kept, at the rate the host clock measures
+    (:func:`_host_rate`, independent of the cycles decided), never outlast the host
+    timestamps' span by more than one counter period: cycles added on the weakest evidence
+    are taken back until they fit (with a warning).
+
+    Parameters
+    ----------
+    counter : ndarray of int, shape (n_rows,), optional
+        The board's sample counter in file order (may wrap, e.g. 0..255); ``None`` when the
+        file has none (rows are then consecutive samples in file order).
+    unix_s : ndarray of float, shape (n_rows,), optional
+        Host timestamp of each row, Unix seconds, NaN where unusable
+        (:func:`host_timestamps`); ``None`` when the file has no usable ones.
+    sfreq : float
+        Nominal sample rate, Hz.
+    path : str or Path, optional
+        The file, for log messages.
+
+    Returns
+    -------
+    CounterReconstruction
+    """
+    path = Path(path)
+    n = len(counter) if counter is not None else (0 if unix_s is None else len(unix_s))
+    host = None if unix_s is None else np.asarray(unix_s, dtype=np.float64)
+    if host is not None and not np.isfinite(host).any():
+        host = None
+    layout = None
+    if counter is not None and n > 1:
+        layout = counter_layout(counter)
+        if layout is None:
+            logger.warning(
+                "%s: the sample counter does not advance regularly; rows are taken as "
+                "consecutive samples and dropped samples are not detected",
+                path,
+            )
+    pos = np.arange(n, dtype=np.int64) if layout is None else _counter_positions(counter, layout)
+    cycle = None if layout is None else layout.cycle
+    cycles = np.zeros(n, dtype=np.int64)
+    evidence = np.full(n, np.nan)
+    t_ref, rate = 0.0, sfreq
+    if host is not None:
+        t_ref = float(np.nanmin(host))
+        if cycle is not None and n > 1:
+            # the host clock in samples at the rate it measures, so that a board running off
+            # its nominal rate leaves no drift in the offsets compared across a break
+            window = max(int(_WITNESS_WINDOW_S * sfreq), 1)
+            rate = _host_rate(pos, host, sfreq)
+            cycles, evidence = _host_cycles(pos, (host - t_ref) * rate, cycle, window)
+    n_clamped = 0
+    while True:
+        rec = _place(pos, cycles, cycle, host, t_ref, sfreq, layout, n_clamped)
+        if host is None or cycle is None or rec.host_span_s is None:
+            break
+        # samples spanned, at the rate the host clock measures independently of the cycles
+        # decided (a line fitted to the positions would stretch with them)
+        kept = rec.positions[rec.order]
+        if (kept[-1] - kept[0] - cycle) / rate <= rec.host_span_s + 1e-9:
+            break
+        added = np.flatnonzero(cycles > 0)
+        if added.size == 0:
+            break
+        k = added[np.argmin(evidence[added] - (cycles[added] - 0.5))]
+        cycles[k] -= 1
+        n_clamped += 1
+    if n_clamped:
+        logger.warning(
+            "%s: %d counter cycles read from the host timestamps were taken back: with them "
+            "the recording would outlast its timestamps by more than one counter period",
+            path,
+            n_clamped,
+        )
+    fitted = rec.fitted_rate_hz
+    if fitted is not None and not abs(fitted / sfreq - 1.0) <= 0.1:
+        span = rec.host_span_s or float("nan")
+        logger.warning(
+            "%s: the timestamps give %.4g Hz (host clock against the %d samples %s; %d rows "
+            "over %.3f s of timestamps = %.4g Hz) but the nominal rate is %g Hz; times follow "
+            "the nominal rate (pass --sfreq if the board was reconfigured)",
+            path,
+            fitted,
+            int(np.ptp(rec.positions[rec.order])) + 1,
+            "reconstructed from the counter" if layout is not None else "in file order",
+            n,
+            span,
+            n / span if span > 0 else float("nan"),
+            sfreq,
+        )
+    return rec
+
+
+def _place(
+    pos: np.ndarray,
+    cycles: np.ndarray,
+    cycle: int | None,
+    host: np.ndarray | None,
+    t_ref: float,
+    sfreq: float,
+    layout: CounterLayout | None,
+    n_clamped: int,
+) -> CounterReconstruction:
+    """Steps 3 and 4 of :func:`reconstruct_counter` for given cycle decisions."""
+    n = pos.size
+    p = pos + cycle * np.cumsum(cycles) if cycle else pos.copy()
+    rows = np.arange(n)
+    by_time = np.lexsort((rows, p))  # by position, then file order: the first copy wins
+    first = np.ones(n, dtype=bool)
+    first[1:] = p[by_time][1:] != p[by_time][:-1]
+    order = by_time[first]
+    duplicate = np.ones(n, dtype=bool)
+    duplicate[order] = False
+    kept_rows = np.flatnonzero(~duplicate)
+    pk = p[kept_rows]
+    latest = np.maximum.accumulate(pk)
+    reordered = np.zeros(n, dtype=bool)
+    reordered[kept_rows[1:][pk[1:] < latest[:-1]]] = True
+    if n:
+        p = p - p[order[0]]
+    dt, t0, time_base, host_span, rate = 1.0 / sfreq, 0.0, "zero", None, None
+    if host is not None and n:
+        time_base = "unix"
+        ok = ~duplicate & np.isfinite(host)
+        host_span = float(np.nanmax(host) - np.nanmin(host))
+        x, y = p[ok].astype(np.float64), host[ok] - t_ref
+        offset = float(np.median(y - x / sfreq))
+        t0 = t_ref + offset
+        if x.size > 1 and np.ptp(x) > 0:
+            slope, intercept = _fit_line(x, y)
+            rate = 1.0 / slope if slope > 0 else float("nan")
+            if slope > 0 and abs(rate / sfreq - 1.0) <= 0.1:
+                dt, t0 = slope, t_ref + intercept
+    return CounterReconstruction(
+        positions=p,
+        order=order,
+        duplicate=duplicate,
+        reordered=reordered,
+        cycles=cycles.copy(),
+        layout=layout,
+        t0=t0,
+        dt=dt,
+        time_base=time_base,
+        host_span_s=host_span,
+        fitted_rate_hz=rate,
+        n_clamped=n_clamped,
+    )
+
+
 def regularise_times(
     counter: np.ndarray | None,
     unix_s: np.ndarray | None,
@@ -166,60 +618,99 @@ def regularise_times(
     *,
     path: str | os.PathLike = "",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sample times and positions from a board's sample counter and arrival timestamps.
-
-    Parameters
-    ----------
-    counter : ndarray of int, shape (n_times,), optional
-        The board's sample counter (may wrap, e.g. 0..255); ``None`` when the file has none.
-    unix_s : ndarray of float, shape (n_times,), optional
-        Arrival time of each sample, seconds since the Unix epoch; ``None`` when absent.
-    sfreq : float
-        Nominal sample rate in Hz.
-    path : str, optional
-        The file, for log messages.
+    """Sample times and positions of every row: :func:`reconstruct_counter`, shortened.
 
     Returns
     -------
-    times : ndarray of float64, shape (n_times,)
-        Seconds: ``a + b * position`` with ``a, b`` the least-squares fit of ``unix_s`` (when
-        given, and when the fitted rate is within 10 % of ``sfreq``), else
-        ``position / sfreq`` (plus the median offset of ``unix_s`` when given). The fit
-        leaves out samples that arrived late in bursts (more than 4 robust standard
-        deviations above the line).
-    positions : ndarray of int64, shape (n_times,)
-        Sample number of each row counted from the first, dropped samples included.
+    times : ndarray of float64, shape (n_rows,)
+        Seconds of each row's sample (Unix time with ``unix_s``, else from 0 s).
+    positions : ndarray of int64, shape (n_rows,)
+        Sample number of each row, 0 at the first sample, dropped samples counted.
     """
+    rec = reconstruct_counter(counter, unix_s, sfreq, path=path)
+    return rec.times, rec.positions
+
+
+def host_timestamps(
+    column: np.ndarray | None,
+    sfreq: float,
+    *,
+    path: str | os.PathLike = "",
+    line_numbers: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """A file's timestamp column as Unix seconds, or ``None`` when it is absent or unusable.
+
+    The rule for every text format (OpenBCI GUI of any version, BrainFlow CSV): times are
+    Unix time when the file carries a usable timestamp column, else they start at 0 s. The
+    unit is milliseconds when the median stamp exceeds 1e11 (GUI v4 and v6), else seconds
+    (GUI v5, BrainFlow). A row's stamp is usable when it is a Unix time between 2000 and 2100,
+    within an hour (or four times the recording's length) of the median, and not more than
+    0.1 s before a stamp above it; other rows (a stamp cut short, a clock stepped back) are
+    NaN, placed by the sample counter, with one warning line. The column is unusable, with one
+    warning line saying why, when it is all zero, holds no Unix time, or when fewer than half
+    the rows have a usable stamp.
+
+    Parameters
+    ----------
+    column : ndarray of float, shape (n_rows,), optional
+        The timestamp column as parsed; ``None`` when the file has none (no warning).
+    sfreq : float
+        Nominal sample rate, Hz.
+    path : str or Path, optional
+        The file, for messages.
+    line_numbers : ndarray of int, shape (n_rows,), optional
+        File line of each row, for messages.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_rows,), or None
+    """
+    if column is None or len(column) == 0:
+        return None
+    ts = np.asarray(column, dtype=np.float64)
+    n = ts.size
     path = Path(path)
-    n = 0 if counter is None else len(counter)
-    n = n or (0 if unix_s is None else len(unix_s))
-    if n == 0:
-        return np.empty(0), np.empty(0, dtype=np.int64)
-    if counter is not None and n > 1:
-        steps, modulus, step = _unwrap_counter(np.asarray(counter, dtype=np.int64), path)
-        pos = np.concatenate([[0], np.cumsum(steps)])
-        if modulus is not None and unix_s is not None:
-            window = max(int(5 * sfreq), 1)
-            pos = _add_lost_cycles(pos, unix_s, sfreq, max(modulus // step, 1), window)
-    else:
-        pos = np.arange(n, dtype=np.int64)
-    if unix_s is None:
-        return pos / sfreq, pos
-    t0 = float(unix_s[0])
-    rel = unix_s - t0
-    if n > 1 and pos[-1] > 0:
-        slope, intercept = _fit_line(pos.astype(np.float64), rel)
-        if slope > 0 and abs(1.0 / (slope * sfreq) - 1.0) <= 0.1:
-            return t0 + intercept + slope * pos, pos
+    nonzero = ts[ts != 0]
+    if nonzero.size == 0:
+        logger.warning("%s: the timestamp column is all zero; times start at 0 s", path)
+        return None
+    unit = "ms" if np.median(nonzero) > 1e11 else "s"
+    sec = ts / 1000.0 if unit == "ms" else ts.copy()
+    ok = (sec >= UNIX_RANGE_S[0]) & (sec <= UNIX_RANGE_S[1])
+    if not ok.any():
         logger.warning(
-            "%s: the file's timestamps run at %.4g Hz but the nominal rate is %g Hz; times "
-            "follow the nominal rate (pass the right sfreq if the board was reconfigured)",
+            "%s: the timestamp column is not a Unix time (median %.6g); times start at 0 s",
             path,
-            1.0 / slope if slope > 0 else float("nan"),
-            sfreq,
+            float(np.median(ts)),
         )
-    offset = float(np.median(rel - pos / sfreq))
-    return t0 + offset + pos / sfreq, pos
+        return None
+    ok &= np.abs(sec - np.median(sec[ok])) <= max(3600.0, 4.0 * n / sfreq)
+    idx = np.flatnonzero(ok)
+    ok[idx[sec[idx] < np.maximum.accumulate(sec[idx]) - _MAX_BACK_S]] = False
+    n_ok = int(np.count_nonzero(ok))
+    if n_ok < max(2, n / 2):
+        logger.warning(
+            "%s: only %d of %d rows carry a usable Unix timestamp (the others are cut short, "
+            "out of range or run back in time); times start at 0 s",
+            path,
+            n_ok,
+            n,
+        )
+        return None
+    if n_ok < n:
+        bad = int(np.flatnonzero(~ok)[0])
+        where = f"line {line_numbers[bad]}" if line_numbers is not None else f"row {bad + 1}"
+        logger.warning(
+            "%s: %d rows have a timestamp that is cut short, out of range or runs back in "
+            "time (first: %s, %r %s); they are placed by the sample counter",
+            path,
+            n - n_ok,
+            where,
+            float(ts[bad]),
+            unit,
+        )
+    sec[~ok] = np.nan
+    return sec
 
 
 def sniff_format(path: str | os.PathLike) -> str | None:
@@ -426,13 +917,14 @@ class _Recording:
     sfreq: float
     eeg: np.ndarray  # (n_chans, n_times) µV
     counter: np.ndarray | None
-    unix_s: np.ndarray | None
+    timestamps: np.ndarray | None  # (n_times,) the timestamp column as parsed (ms or s)
     accel: np.ndarray | None  # (3, n_times) g
     marker: np.ndarray | None  # (n_times,)
     board_name: str
     default_names: str | None
     source_id: str
     desc: dict
+    line_numbers: np.ndarray | None = None  # (n_times,) file line of each row
 
 
 class _TextFileSource:
@@ -480,9 +972,14 @@ class _TextFileSource:
 
     @property
     def n_dropped(self) -> int:
-        """Samples missing from the file, from its sample counter."""
+        """Samples missing from the file, from its sample counter and timestamps."""
+        return self.counter_report.n_dropped
+
+    @property
+    def counter_report(self) -> CounterReconstruction:
+        """How the rows were placed in time: duplicates, reordered rows, gaps, time base."""
         self.open()
-        return self._n_dropped
+        return self._counter_report
 
     def __enter__(self) -> _TextFileSource:
         self.open()
@@ -523,13 +1020,20 @@ class _TextFileSource:
 
     def _build(self, rec: _Recording) -> None:
         sfreq = float(self.sfreq or rec.sfreq)
-        times, pos = regularise_times(rec.counter, rec.unix_s, sfreq, path=self.path)
+        unix_s = host_timestamps(
+            rec.timestamps, sfreq, path=self.path, line_numbers=rec.line_numbers
+        )
+        cr = reconstruct_counter(rec.counter, unix_s, sfreq, path=self.path)
+        self._counter_report = cr
+        order = cr.order
+        times = cr.times[order]
         labels, montage_kind = _eeg_labels(self.montage, rec.eeg.shape[0], rec.default_names)
         desc = {
             "manufacturer": self.manufacturer,
             "board": rec.board_name,
             "source_file": self.path.name,
             "montage": montage_kind,
+            "time_base": cr.time_base,
             **rec.desc,
         }
         chunks: dict[str, Chunk] = {}
@@ -543,7 +1047,7 @@ class _TextFileSource:
             "double64",
             desc=desc,
         )
-        chunks[self.name] = Chunk(np.ascontiguousarray(rec.eeg), times, eeg_info)
+        chunks[self.name] = Chunk(np.ascontiguousarray(rec.eeg[:, order]), times, eeg_info)
         if rec.accel is not None and np.any(rec.accel):
             info = StreamInfo(
                 f"{self.name}{ACCEL_SUFFIX}",
@@ -555,9 +1059,11 @@ class _TextFileSource:
                 "double64",
                 desc=desc,
             )
-            chunks[info.name] = Chunk(np.ascontiguousarray(rec.accel), times, info)
+            chunks[info.name] = Chunk(np.ascontiguousarray(rec.accel[:, order]), times, info)
         if rec.marker is not None and np.any(rec.marker):
+            # every marker is kept, a duplicate row's too: at the time of its row's sample
             idx = np.flatnonzero(rec.marker)
+            idx = idx[np.argsort(cr.positions[idx], kind="stable")]
             values = [_json_number(v) for v in rec.marker[idx]]
             info = StreamInfo(
                 "Markers",
@@ -572,16 +1078,8 @@ class _TextFileSource:
             data = np.array(
                 [[json.dumps({"event": "marker", "value": v}) for v in values]], dtype=object
             )
-            chunks[info.name] = Chunk(data, times[idx], info)
-        gaps = np.flatnonzero(np.diff(pos) > 1)
-        missing = np.diff(pos)[gaps] - 1
-        self._n_dropped = int(missing.sum())
-        dt = (times[-1] - times[0]) / pos[-1] if gaps.size else 0.0
-        t_missing = times[gaps] + dt
-        events = [
-            json.dumps({"event": "dropped_samples", "stream": self.name, "n": int(n), "t": t})
-            for n, t in zip(missing, t_missing.tolist(), strict=True)
-        ]
+            chunks[info.name] = Chunk(data, cr.times[idx], info)
+        ev_times, events = _counter_events(cr, self.name)
         info = StreamInfo(
             f"{self.name}-events",
             "Markers",
@@ -592,18 +1090,46 @@ class _TextFileSource:
             "string",
         )
         chunks[info.name] = Chunk(
-            np.array([events], dtype=object).reshape(1, len(events)), t_missing, info
+            np.array([events], dtype=object).reshape(1, len(events)), ev_times, info
         )
-        if gaps.size:
+        if events:
             logger.warning(
-                "%s: %d samples dropped in %d gaps (reported on %s)",
-                self.path,
-                self._n_dropped,
-                gaps.size,
-                info.name,
+                "%s: sample counter: %s (reported on %s)", self.path, cr.summary(), info.name
             )
         self._chunks = chunks
         self._streams = [c.info for c in chunks.values()]
+
+
+def _counter_events(cr: CounterReconstruction, stream: str) -> tuple[np.ndarray, list[str]]:
+    """The ``<stream>-events`` of a reconstruction, in time order: ``(times (n,), JSON)``.
+
+    ``dropped_samples`` per gap (``lost_cycles`` added when the host clock showed whole
+    counter cycles in it), ``duplicate_samples`` per sample repeated (``n`` rows dropped,
+    stamped at the sample's time), ``reordered_samples`` per run of consecutive rows moved
+    (``n`` rows, stamped at the first one's time).
+    """
+    items: list[tuple[float, dict]] = []
+    for first, n, lost_cycles in cr.gaps():
+        t = float(cr.time_of(first))
+        event = {"event": "dropped_samples", "stream": stream, "n": n, "t": t}
+        if lost_cycles:
+            event["lost_cycles"] = lost_cycles
+        items.append((t, event))
+    dup_pos, dup_n = np.unique(cr.positions[cr.duplicate], return_counts=True)
+    for p, n in zip(dup_pos.tolist(), dup_n.tolist(), strict=True):
+        t = float(cr.time_of(p))
+        items.append((t, {"event": "duplicate_samples", "stream": stream, "n": n, "t": t}))
+    moved = np.flatnonzero(cr.reordered)
+    if moved.size:
+        runs = np.split(moved, np.flatnonzero(np.diff(moved) > 1) + 1)
+        for run in runs:
+            t = float(cr.time_of(cr.positions[run].min()))
+            items.append(
+                (t, {"event": "reordered_samples", "stream": stream, "n": int(run.size), "t": t})
+            )
+    items.sort(key=lambda item: item[0])
+    times = np.array([t for t, _ in items], dtype=np.float64)
+    return times, [json.dumps(e) for _, e in items]
 
 
 def _json_number(v: float) -> int | float:
@@ -674,7 +1200,7 @@ class OpenBciTextSource(_TextFileSource):
             cols = self._named_columns(lines[i], i + 1)
             data_start = i + 1
         else:
-            cols = self._positional_columns(lines[i], i + 1, header)
+            cols = self._positional_columns(lines[i : i + 50], i + 1, header)
             data_start = i
         table = _parse_table(
             self.path,
@@ -698,7 +1224,6 @@ class OpenBciTextSource(_TextFileSource):
                     f"{counter[row]!r} is not a non-negative integer"
                 )
             counter = counter.astype(np.int64)
-        unix_s = _unix_seconds(get.get("timestamp"), self.path)
         accel = np.stack([get[f"accel{k}"] for k in range(3)]) if "accel0" in get else None
         default_names, board_name = None, board_field.split("$")[-1] or "unknown"
         if board_key is not None:
@@ -712,13 +1237,14 @@ class OpenBciTextSource(_TextFileSource):
             sfreq=float(sfreq),
             eeg=eeg,
             counter=counter,
-            unix_s=unix_s,
+            timestamps=get.get("timestamp"),
             accel=accel,
             marker=get.get("marker"),
             board_name=board_name,
             default_names=default_names,
             source_id=f"OpenBCI_GUI:{board_name}:{self.path.name}",
             desc={"format": cols["format"]},
+            line_numbers=table.line_numbers,
         )
 
     def _named_columns(self, row: str, line_no: int) -> dict:
@@ -762,10 +1288,23 @@ class OpenBciTextSource(_TextFileSource):
             "format": "OpenBCI GUI v5+ (named columns)",
         }
 
-    def _positional_columns(self, first_row: str, line_no: int, header: dict) -> dict:
+    def _positional_columns(self, rows: list[str], line_no: int, header: dict) -> dict:
+        """Columns of a file without a column row, from its first rows (``rows[0]`` is at
+        ``line_no``): a column is numeric, or a Unix time in ms, when most rows say so (the
+        first rows may carry a timestamp cut short)."""
+        first_row = rows[0]
         fields = [f.strip() for f in first_row.split(",")]
-        numeric = [_is_number(f) for f in fields]
-        is_unix_ms = [ok and float(f) > 1e11 for ok, f in zip(numeric, fields, strict=True)]
+        sample = [
+            [f.strip() for f in r.split(",")]
+            for r in rows
+            if r.strip() and r.count(",") == first_row.count(",")
+        ]
+
+        def most(test) -> list[bool]:  # noqa: ANN001
+            return [2 * sum(test(r[j]) for r in sample) > len(sample) for j in range(len(fields))]
+
+        numeric = most(_is_number)
+        is_unix_ms = most(lambda f: _is_number(f) and float(f) > 1e11)
         n_eeg = _int_or_none(header.get("number of channels"))
         if n_eeg is None:
             # sample index, the EEG channels, maybe 3 accelerometer columns, then times
@@ -894,21 +1433,19 @@ class BrainFlowCsvSource(_TextFileSource):
         counter = get.get("index")
         if counter is not None:
             counter = np.rint(counter).astype(np.int64)
-        unix = get.get("timestamp")
-        if unix is not None and not np.any(unix):
-            unix = None
         sfreq = float(descr["sampling_rate"])
         return _Recording(
             sfreq=sfreq,
             eeg=np.stack([get[f"eeg{k}"] for k in range(n_eeg)]),
             counter=counter,
-            unix_s=unix,
+            timestamps=get.get("timestamp"),
             accel=np.stack([get[f"accel{k}"] for k in range(3)]) if "accel0" in get else None,
             marker=get.get("marker"),
             board_name=str(descr.get("name", board_id)),
             default_names=descr.get("eeg_names"),
             source_id=f"BrainFlow:{descr.get('name', board_id)}:{self.path.name}",
             desc={"format": "BrainFlow CSV", "board_id": int(board_id)},
+            line_numbers=table.line_numbers,
         )
 
     def _infer_board(self, lines: list[str], n_columns: int) -> tuple[int, dict]:
@@ -1002,17 +1539,3 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _unix_seconds(ts: np.ndarray | None, path: Path) -> np.ndarray | None:
-    """The timestamp column in seconds since the epoch (GUI v6 writes ms, v5 and BrainFlow s);
-    ``None`` when absent or not a Unix time."""
-    if ts is None or not np.any(ts):
-        return None
-    med = float(np.median(ts))
-    if med > 1e11:
-        return ts / 1000.0
-    if med > 1e8:
-        return ts
-    logger.warning("%s: the Timestamp column is not a Unix time; times start at 0 s", path)
-    return None

@@ -49,6 +49,7 @@ from typing import overload
 
 import numpy as np
 
+from acquisition.paths import check_recording_path
 from bci_affect.core.chunk import Chunk, StreamInfo
 from bci_affect.core.errors import ConfigError, FileFormatError, StreamNotFoundError
 from bci_affect.core.source import pick_stream
@@ -161,8 +162,6 @@ class _RawStream:
 
 
 def _read_bytes(path: Path) -> bytes:
-    from acquisition.files import check_recording_path  # noqa: PLC0415  (avoids an import cycle)
-
     check_recording_path(path)
     try:
         raw = path.read_bytes()

@@ -88,7 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", metavar="DIR", help="folder of labelled .xdf sessions")
+    src.add_argument(
+        "--dataset",
+        metavar="DIR",
+        help="folder of labelled .xdf sessions; OpenBCI/BrainFlow text files are not sessions "
+        "(they hold no trial or rating markers), so --board and the other import options of "
+        "convert/inspect/replay do not apply",
+    )
     src.add_argument(
         "--features",
         metavar="FILE.csv",

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bci_affect.cli._import_options import add_import_options, import_kwargs
 from bci_affect.core.errors import ConfigError, FileFormatError
-
-_FORMATS = ("auto", "openbci", "brainflow", "xdf")
 
 _EPILOG = """\
 examples:
@@ -31,7 +30,10 @@ streams written (text inputs):
   EEG-accel    type Accelerometer, AccX/AccY/AccZ in g (when the file has them)
   Markers      type Markers, JSON {"event": "marker", "value": v} (when the file has any)
   EEG-events   type Markers, JSON {"event": "dropped_samples", "stream": "EEG", "n": n, "t": t}
-timestamps: seconds since the Unix epoch, regularised with the board's sample counter
+               (and duplicate_samples, reordered_samples: see the README)
+timestamps: Unix seconds when the file has a usable timestamp column, else from 0 s (with a
+warning saying why); evenly spaced along the board's sample counter, the host timestamps
+deciding what the counter cannot show (whole counter cycles lost)
 """
 
 
@@ -46,31 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", metavar="IN", help="recording to convert")
     p.add_argument("output", metavar="OUT.xdf", help="XDF file to write")
-    p.add_argument(
-        "--format",
-        choices=_FORMATS,
-        default="auto",
-        help="input format (default: detected from the file's content)",
-    )
-    p.add_argument(
-        "--montage",
-        metavar="LABELS",
-        help="comma-separated EEG labels, one per channel (default: the board's electrode "
-        "names, else EEG1, EEG2, ...)",
-    )
-    p.add_argument(
-        "--board",
-        metavar="B",
-        help="BrainFlow board that wrote a CSV: cyton, cyton-daisy, ganglion, synthetic, ... "
-        "(default: inferred from the columns)",
-    )
-    p.add_argument(
-        "--sfreq",
-        type=float,
-        metavar="HZ",
-        help="sample rate of a text file, when its header lacks it or the board was "
-        "reconfigured (default: from the file or the board)",
-    )
+    add_import_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT.xdf if it exists")
     p.set_defaults(func=run)
 
@@ -89,47 +67,26 @@ def _check_paths(src: Path, out: Path, overwrite: bool) -> None:
         raise ConfigError(f"cannot write {out}: folder {out.parent} does not exist")
 
 
-def open_input(
-    path: Path,
-    fmt: str = "auto",
-    *,
-    montage: str | None = None,
-    board: str | None = None,
-    sfreq: float | None = None,
-):
-    """The source reading ``path`` (a :class:`~bci_affect.core.source.Source`)."""
-    from acquisition.files import check_recording_path  # noqa: PLC0415
-    from acquisition.textfiles import (  # noqa: PLC0415
-        BrainFlowCsvSource,
-        OpenBciTextSource,
-        sniff_format,
-    )
+def open_input(path: Path, format: str = "auto", **options):  # noqa: A002  (--format)
+    """The source reading ``path`` (a :class:`~bci_affect.core.source.Source`).
+
+    ``format="auto"`` goes by the file's first bytes alone (any extension); ``options`` are
+    :func:`acquisition.files.open_recording`'s ``board``, ``montage`` and ``sfreq``.
+    """
+    from acquisition.files import open_recording  # noqa: PLC0415
+    from acquisition.paths import FORMATS, check_recording_path  # noqa: PLC0415
+    from acquisition.textfiles import sniff_format  # noqa: PLC0415
 
     path = check_recording_path(path)
-    if fmt == "auto":
-        fmt = sniff_format(path)
-        if fmt is None:
+    if format == "auto":
+        format = sniff_format(path)  # noqa: A001
+        if format is None:
             raise FileFormatError(
                 f"{path}: not a recognised recording (no 'XDF:' magic, no OpenBCI '%' header, "
                 "not tab-separated BrainFlow numbers); pass --format if it is one of "
-                f"{', '.join(_FORMATS[1:])}"
+                f"{', '.join(FORMATS[1:])}"
             )
-    if board is not None and fmt != "brainflow":
-        raise ConfigError(f"--board applies to BrainFlow CSV files; {path} is {fmt}")
-    if fmt == "xdf":
-        if montage is not None or sfreq is not None:
-            raise ConfigError(
-                "--montage and --sfreq apply to text files; an XDF file carries its own "
-                "labels and rates"
-            )
-        from acquisition.xdf import XdfSource  # noqa: PLC0415
-
-        return XdfSource(path)
-    if sfreq is not None and not sfreq > 0:
-        raise ConfigError(f"--sfreq must be > 0 Hz, got {sfreq}")
-    if fmt == "openbci":
-        return OpenBciTextSource(path, montage=montage, sfreq=sfreq)
-    return BrainFlowCsvSource(path, board=board, montage=montage, sfreq=sfreq)
+    return open_recording(path, format=format, **options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     src, out = Path(args.input), Path(args.output)
     _check_paths(src, out, args.overwrite)
-    source = open_input(src, args.format, montage=args.montage, board=args.board, sfreq=args.sfreq)
+    source = open_input(src, **import_kwargs(args))
     with source:
         streams = list(source.streams)
         chunks = list(source)

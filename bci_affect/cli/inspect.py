@@ -26,6 +26,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from bci_affect.cli._import_options import add_import_options, import_kwargs
+
 if TYPE_CHECKING:  # imported for type hints only; run() imports the real thing
     from acquisition.files import StreamSummary
 
@@ -42,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("file", metavar="FILE", help="recording: .xdf, .xdfz, .txt or .csv")
+    add_import_options(p)
     p.add_argument(
         "--json",
         action="store_true",
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from acquisition.files import open_recording, summarize  # noqa: PLC0415
 
     with recording_warnings("inspect"):
-        source = open_recording(args.file)
+        source = open_recording(args.file, **import_kwargs(args))
         with source:
             chunks = list(source)
             summaries = summarize(source, chunks)

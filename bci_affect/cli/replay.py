@@ -20,6 +20,7 @@ import argparse
 import threading
 import time
 
+from bci_affect.cli._import_options import add_import_options, import_kwargs
 from bci_affect.cli.run import add_model_arguments
 
 _EPILOG = """\
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="recording: .xdf, .xdfz, .txt or .csv")
+    add_import_options(p)
     p.add_argument(
         "--realtime",
         action="store_true",
@@ -111,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         if args.score:
             return score_in_process(args.file, args, command="replay")
         chunk_s = 0.1 if args.chunk_s is None else args.chunk_s
-        return replay_in_process(args.file, streams=args.streams, chunk_s=chunk_s)
+        return replay_in_process(
+            args.file, streams=args.streams, chunk_s=chunk_s, options=import_kwargs(args)
+        )
     if args.chunk_s is not None:
         raise ConfigError("--chunk-s applies to in-process replay only (not with --realtime)")
     if args.score:
@@ -120,15 +124,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def replay_in_process(
-    file: str, *, streams: list[str] | None = None, chunk_s: float = 0.1, command: str = "replay"
+    file: str,
+    *,
+    streams: list[str] | None = None,
+    chunk_s: float = 0.1,
+    command: str = "replay",
+    options: dict | None = None,
 ) -> int:
-    """Read ``file`` through its source as fast as possible; print per-stream statistics."""
+    """Read ``file`` through its source as fast as possible; print per-stream statistics.
+
+    ``options``: the import options of a text file (:func:`import_kwargs`).
+    """
     from acquisition.files import open_recording, summarize  # noqa: PLC0415
     from bci_affect.cli.inspect import format_table, recording_warnings  # noqa: PLC0415
 
     with recording_warnings(command):
         t0 = time.perf_counter()
-        source = open_recording(file, streams=streams, chunk_s=chunk_s)
+        source = open_recording(file, streams=streams, chunk_s=chunk_s, **(options or {}))
         with source:
             summaries = summarize(source)
         elapsed = time.perf_counter() - t0
@@ -200,7 +212,7 @@ def score_in_process(
     name = args.session or _stem(file)
     with recording_warnings(command):
         t0 = time.perf_counter()
-        source = open_recording(file, streams=args.streams, chunk_s=chunk_s)
+        source = open_recording(file, streams=args.streams, chunk_s=chunk_s, **import_kwargs(args))
         with source:
             engine = build_engine(args, realtime=False, sinks=[outputs])
             wait_s = engine.signals.window.face_wait_s
@@ -261,6 +273,15 @@ def _stem(file: str) -> str:
     return name
 
 
+def _open_for_player(args: argparse.Namespace, speed: float):  # noqa: ANN202  (a Source)
+    """The recording, opened with the import options, in the chunks a :class:`Player` pushes
+    (its 20 ms push interval times the speed)."""
+    from acquisition.files import open_recording  # noqa: PLC0415
+
+    chunk_s = max(0.01, 0.02 * speed)
+    return open_recording(args.file, chunk_s=chunk_s, **import_kwargs(args))
+
+
 def _realtime(args: argparse.Namespace) -> int:
     from acquisition.player import DEFAULT_SOURCE_ID_PREFIX, Player  # noqa: PLC0415
     from bci_affect.cli.inspect import recording_warnings  # noqa: PLC0415
@@ -268,7 +289,7 @@ def _realtime(args: argparse.Namespace) -> int:
     speed = 1.0 if args.speed is None else args.speed
     with recording_warnings("replay"):
         player = Player(
-            args.file,
+            _open_for_player(args, speed),
             speed=speed,
             loop=args.loop,
             streams=args.streams,
@@ -329,7 +350,7 @@ def _realtime_scored(args: argparse.Namespace) -> int:
     name = args.session or _stem(args.file)
     with recording_warnings("replay"):
         player = Player(
-            args.file,
+            _open_for_player(args, speed),
             speed=speed,
             loop=args.loop,
             streams=args.streams,

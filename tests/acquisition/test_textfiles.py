@@ -14,6 +14,7 @@ import pyxdf
 from acquisition.textfiles import (
     BrainFlowCsvSource,
     OpenBciTextSource,
+    host_timestamps,
     regularise_times,
     resolve_board,
     sniff_format,
@@ -588,3 +589,105 @@ def test_convert_labrecorder_xdf(shared_data, tmp_path, capsys, name):
             assert c["time_series"] == s["time_series"]
         else:
             np.testing.assert_array_equal(c["time_series"], s["time_series"])
+
+
+# --------------------------------------------------------------------------------------------
+# one time base for every GUI version
+
+
+def _gui_rows(openbci_table, version: str, n: int, stamp) -> tuple[list, str | None, list]:
+    """The first ``n`` rows of the real file as GUI ``version`` writes them (header, column
+    row, rows), with ``stamp(i, unix_ms_text)`` giving row ``i``'s timestamp text."""
+    header, column_row, rows, _ = openbci_table
+    out = []
+    for i, r in enumerate(rows[:n]):
+        f = [x.strip() for x in r.split(",")]
+        if version == "v6":
+            f[22] = stamp(i, f[22])
+            out.append(", ".join(f))
+        elif version == "v5":  # seconds, 'Other' columns, 'Other' marker after Timestamp
+            out.append(", ".join(f[:22] + [stamp(i, f"{float(f[22]) / 1000:.3f}"), "0"]))
+        else:  # v4: no column row; index, EEG, accel, formatted time, unix ms
+            out.append(", ".join(f[:12] + [f[24], stamp(i, f[22])]))
+    if version == "v5":
+        names = (
+            ["Sample Index"]
+            + [f"EXG Channel {k}" for k in range(8)]
+            + [f"Accel Channel {k}" for k in range(3)]
+            + ["Other"] * 7
+            + ["Analog Channel 0", "Analog Channel 1", "Analog Channel 2", "Timestamp", "Other"]
+        )
+        return header, ", ".join(names), out
+    if version == "v4":
+        return (
+            ["%OpenBCI Raw EEG Data", "%Number of channels = 8", "%Sample Rate = 250.0 Hz"],
+            None,
+            out,
+        )
+    return header, column_row, out
+
+
+@pytest.mark.parametrize("version", ["v6", "v5", "v4"])
+def test_time_base_is_unix_for_every_gui_version(
+    version, tmp_path, openbci_table, openbci_whole, caplog
+):
+    """The first rows' timestamps cut short (the GUI started writing mid-value): Unix time
+    all the same, those rows placed by the counter, one warning line naming the first."""
+    n = 3000
+
+    def cut(i, text):
+        return text[:7] if i < 3 else text
+
+    header, column_row, rows = _gui_rows(openbci_table, version, n, cut)
+    path = _write(tmp_path / f"{version}.txt", header, column_row, rows)
+    with (
+        caplog.at_level(logging.WARNING, logger="acquisition.textfiles"),
+        OpenBciTextSource(path) as src,
+    ):
+        whole = read_all(src)
+    eeg = whole["EEG"]
+    assert eeg.info.desc["time_base"] == "unix"
+    np.testing.assert_allclose(eeg.times, openbci_whole[1]["EEG"].times[:n], atol=0.02)
+    [msg] = [r.getMessage() for r in caplog.records]
+    first_line = len(header) + (2 if column_row else 1)
+    assert "3 rows have a timestamp that is cut short" in msg and f"line {first_line}" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        (lambda i, text: "0", "all zero"),
+        (lambda i, text: f"{i / 250:.3f}", "not a Unix time"),
+        # the clock stepped back 100 s after 1200 rows and never caught up
+        (lambda i, text: f"{float(text) - (1e5 if i >= 1200 else 0):.0f}", "only 1200 of 3000"),
+    ],
+    ids=["zero", "seconds-from-start", "clock-stepped-back"],
+)
+def test_unusable_timestamp_column_gives_times_from_zero(
+    stamp, reason, tmp_path, openbci_table, caplog
+):
+    header, column_row, rows = _gui_rows(openbci_table, "v6", 3000, stamp)
+    path = _write(tmp_path / "bad-stamps.txt", header, column_row, rows)
+    with (
+        caplog.at_level(logging.WARNING, logger="acquisition.textfiles"),
+        OpenBciTextSource(path) as src,
+    ):
+        whole = read_all(src)
+    assert whole["EEG"].info.desc["time_base"] == "zero"
+    np.testing.assert_allclose(whole["EEG"].times, np.arange(3000) / 250.0)
+    [msg] = [r.getMessage() for r in caplog.records]
+    assert reason in msg and "times start at 0 s" in msg
+
+
+def test_host_timestamps_rule():
+    n, fs = 1000, 250.0
+    ms = 1.7e12 + np.arange(n) * 4.0
+    np.testing.assert_allclose(host_timestamps(ms, fs), ms / 1000.0)  # ms -> s
+    s = ms / 1000.0
+    stepped = s.copy()
+    stepped[500:510] -= 2.0  # the clock stepped back 2 s for ten rows
+    got = host_timestamps(stepped, fs)
+    assert np.isnan(got[500:510]).all() and np.isfinite(np.delete(got, range(500, 510))).all()
+    assert host_timestamps(None, fs) is None
+    assert host_timestamps(np.zeros(n), fs) is None
