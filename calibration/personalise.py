@@ -65,6 +65,18 @@ class RoundSettings:
     rating_threshold : float
         Ratings above it are "high" (see :func:`bci_affect.models.teacher.rating_to_label`).
     seed : int
+    folds : int
+        Cross-fitting folds of whole answers (the out-of-sample estimate).
+    anchor_l2 : float
+        Pull of the fine-tuned weights towards the starting version's.
+    fusion_l2 : float
+        Pull of the refitted fusion towards the starting version's.
+    tolerance : float
+        Log-loss (nats per window) by which a candidate may exceed the current version's
+        and still be adopted (its accuracy must not be lower).
+    kd_student : float
+        Weight of the face teacher's soft labels on the session's unlabelled windows with a
+        face, distilled into the EEG student (``LossConfig.lambda_kd_student``).
     """
 
     epochs: int = 15
@@ -72,6 +84,11 @@ class RoundSettings:
     coverage: float = 0.9
     rating_threshold: float = 5.0
     seed: int = 0
+    folds: int = 5
+    anchor_l2: float = 0.1
+    fusion_l2: float = 0.1
+    tolerance: float = 0.02
+    kd_student: float = 0.5
 
 
 def stack_inputs(windows: list[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray | None]:
@@ -115,7 +132,14 @@ def stack_inputs(windows: list[dict[str, np.ndarray | None]]) -> dict[str, np.nd
     return out
 
 
-def labelled_data(store, subject: str, *, label_scheme: str, rating_threshold: float = 5.0):
+def labelled_data(
+    store,
+    subject: str,
+    *,
+    label_scheme: str,
+    rating_threshold: float = 5.0,
+    with_groups: bool = False,
+):
     """Every labelled window of ``subject``'s answered queries, with prequential probabilities.
 
     Returns
@@ -128,16 +152,20 @@ def labelled_data(store, subject: str, *, label_scheme: str, rating_threshold: f
         (NaN rows where unknown).
     n_answers : int
         Answered queries the windows come from.
+    groups : ndarray of int64, shape (N,)
+        With ``with_groups``: the query id of each window (its answer).
     """
     from bci_affect.models.teacher import rating_to_label  # noqa: PLC0415
 
     answered = store.answered(subject=subject)
     if not answered:
-        return None, np.zeros(0, dtype=np.int64), None, 0
+        empty = (None, np.zeros(0, dtype=np.int64), None, 0)
+        return (*empty, np.zeros(0, np.int64)) if with_groups else empty
     by_query = store.load_query_windows([a.query.id for a in answered])
     inputs: list[dict] = []
     labels: list[int] = []
     probs: list[list[float] | None] = []
+    groups: list[int] = []
     for a in answered:
         label = rating_to_label(
             a.answer.valence, a.answer.arousal, scheme=label_scheme, threshold=rating_threshold
@@ -145,10 +173,12 @@ def labelled_data(store, subject: str, *, label_scheme: str, rating_threshold: f
         live = (a.query.prediction or {}).get("window_probs") or {}
         for window_index, _t_end, arrays in by_query.get(a.query.id, []):
             inputs.append(arrays)
+            groups.append(int(a.query.id))
             labels.append(label)
             probs.append(live.get(str(window_index)))
     if not inputs:
-        return None, np.zeros(0, dtype=np.int64), None, len(answered)
+        empty = (None, np.zeros(0, dtype=np.int64), None, len(answered))
+        return (*empty, np.zeros(0, np.int64)) if with_groups else empty
     k = max((len(p) for p in probs if p is not None), default=0)
     live_probs = None
     if k:
@@ -156,7 +186,29 @@ def labelled_data(store, subject: str, *, label_scheme: str, rating_threshold: f
         for i, p in enumerate(probs):
             if p is not None and len(p) == k:
                 live_probs[i] = p
-    return stack_inputs(inputs), np.asarray(labels, dtype=np.int64), live_probs, len(answered)
+    out = (stack_inputs(inputs), np.asarray(labels, dtype=np.int64), live_probs, len(answered))
+    return (*out, np.asarray(groups, np.int64)) if with_groups else out
+
+
+def save_unlabelled(windows: list[dict], path: str | os.PathLike) -> Path | None:
+    """Write unlabelled windows' inputs (one dict per window, :data:`INPUT_KEYS`) to an
+    ``.npz`` file for a round (atomically); ``None`` when there are none."""
+    if not windows:
+        return None
+    arrays = {k: v for k, v in stack_inputs(windows).items() if v is not None}
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_unlabelled(path: str | os.PathLike | None) -> dict[str, np.ndarray | None] | None:
+    """The arrays :func:`save_unlabelled` wrote (``None`` for no file)."""
+    if path is None or not Path(path).is_file():
+        return None
+    with np.load(path) as z:
+        return {k: (z[k] if k in z.files else None) for k in INPUT_KEYS}
 
 
 def features_metadata(model, signals) -> dict[str, Any]:
@@ -184,7 +236,12 @@ def features_metadata(model, signals) -> dict[str, Any]:
 
 @dataclass
 class RoundResult:
-    """What a round produced: the new checkpoint folder and its facts."""
+    """What a round produced: the candidate checkpoint folder, its facts, and the decision.
+
+    ``adopted`` is ``False`` when the out-of-sample estimate on the answers so far says the
+    candidate is worse than the current version (``reason`` says by how much): the session
+    then keeps the current version.
+    """
 
     path: str
     n_windows: int
@@ -193,6 +250,11 @@ class RoundResult:
     train_accuracy: float
     conformal_threshold: float | None
     n_conformal: int
+    adopted: bool = True
+    reason: str = ""
+    n_unlabelled: int = 0
+    estimate: dict[str, Any] = field(default_factory=dict)
+    fusion: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
@@ -203,24 +265,56 @@ class RoundResult:
         return d
 
 
+def _answer_folds(groups: np.ndarray, k: int) -> list[np.ndarray]:
+    """Window masks of ``k`` folds of whole answers (an answer's windows stay together)."""
+    answers = np.unique(groups)
+    return [np.isin(groups, answers[i::k]) for i in range(k)]
+
+
+def _log_loss_acc(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    p = np.clip(probs[np.arange(labels.size), labels], 1e-12, 1.0)
+    return float(-np.log(p).mean()), float((probs.argmax(1) == labels).mean())
+
+
 def personalise_round(
     parent: str | os.PathLike,
     out: str | os.PathLike,
     store_path: str | os.PathLike,
     subject: str,
     settings: RoundSettings | None = None,
+    unlabelled: str | os.PathLike | None = None,
 ) -> RoundResult:
-    """Fine-tune the checkpoint ``parent`` on ``subject``'s labels; write it to ``out``.
+    """Personalise the checkpoint ``parent`` on ``subject``'s labels; write the candidate to
+    ``out`` and say whether it should replace ``parent``.
 
-    The student and the teacher's task head are trained, the face encoder is kept; the input
-    standardisation is kept from ``parent``. ``out`` is written atomically (a temporary
-    sibling folder renamed into place).
+    ``unlabelled`` (an ``.npz`` of :func:`save_unlabelled`) holds windows of the session with
+    a usable face but no answer: every fit also distils the face teacher's soft labels on
+    them into the EEG student, weighted by the face's reliability (``kd_student``).
+
+    1. **Cross-fitting.** The answers are split into ``folds`` groups of whole answers; for
+       each, a copy of ``parent`` is fine-tuned on the other answers and scores the held-out
+       ones. Every answered window so gets candidate probabilities from a model that did not
+       see its answer.
+    2. **The decision.** The candidate's out-of-sample log-loss and accuracy are compared with
+       the prequential ones of the current lineage (the probabilities the live model gave each
+       window before its answer was used, stored with the query). The candidate is adopted
+       only when it is at least as accurate and its log-loss is no worse (``tolerance``).
+    3. **The candidate.** ``parent`` fine-tuned on every answer (the student and the teacher's
+       task head; the face encoder and the input standardisation kept), pulled towards
+       ``parent``'s weights (``anchor_l2``), with its fused output refitted on the
+       cross-fitted, out-of-sample head outputs (how much face and EEG count, and the
+       temperature: the uncertainty is recalibrated after every update), and its conformal
+       sets refitted on the prequential probabilities.
+
+    ``out`` is written atomically (a temporary sibling folder renamed into place).
 
     Raises
     ------
     ConfigError
         Fewer than two labelled windows.
     """
+    import copy  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
 
     from bci_affect.models.checkpoint import (  # noqa: PLC0415
@@ -228,40 +322,141 @@ def personalise_round(
         read_checkpoint_config,
         save_checkpoint,
     )
-    from bci_affect.models.finetune import TrainConfig, fit  # noqa: PLC0415
-    from bci_affect.models.transfer import WindowBatch  # noqa: PLC0415
+    from bci_affect.models.finetune import TrainConfig, fit, predict  # noqa: PLC0415
+    from bci_affect.models.transfer import LossConfig, WindowBatch  # noqa: PLC0415
     from bci_affect.uncertainty.conformal import ConformalPredictor  # noqa: PLC0415
+    from bci_affect.uncertainty.fusion import FusionPool, fit_pool, pool_logits  # noqa: PLC0415
     from calibration.store import LabelStore  # noqa: PLC0415
 
     s = settings or RoundSettings()
     t0 = time.perf_counter()
     _, doc = read_checkpoint_config(parent)
-    model = load_checkpoint(parent)
+    base = load_checkpoint(parent)
     with LabelStore(store_path) as store:
-        inputs, labels, live_probs, n_answers = labelled_data(
+        inputs, labels, live_probs, n_answers, groups = labelled_data(
             store,
             subject,
-            label_scheme=model.config.label_scheme,
+            label_scheme=base.config.label_scheme,
             rating_threshold=s.rating_threshold,
+            with_groups=True,
         )
     if inputs is None or labels.size < 2:
         raise ConfigError(
             f"subject {subject!r} has {labels.size} labelled windows; a round needs at least 2"
         )
     data = WindowBatch.from_arrays(**inputs)
-    cfg = TrainConfig(
-        epochs=s.epochs,
-        lr=s.lr,
-        seed=s.seed,
-        device="cpu",
-        freeze="teacher_encoder",
-        fit_input_stats=False,
-        kl_anneal_epochs=0,
-        batch_size=min(64, max(2, labels.size)),
-    )
-    history = fit(model, data, torch.as_tensor(labels), cfg)
+    y = torch.as_tensor(labels)
+    extra = load_unlabelled(unlabelled)
+    if extra is not None and (
+        extra["eeg_de"] is None
+        or inputs["eeg_de"] is None
+        or extra["eeg_de"].shape[1:] != inputs["eeg_de"].shape[1:]
+    ):
+        extra = None  # another model's inputs (a version switch in between): not usable
+    n_unlabelled = 0 if extra is None else int(extra["eeg_de"].shape[0])
+
+    def with_unlabelled(idx: np.ndarray):
+        """Labelled windows ``idx`` plus every unlabelled one (label -1)."""
+        sub = {k: (None if v is None else v[idx]) for k, v in inputs.items()}
+        lab = labels[idx]
+        if extra is None:
+            return WindowBatch.from_arrays(**sub), torch.as_tensor(lab)
+        rows = [{k: (None if v is None else v[i]) for k, v in sub.items()} for i in range(idx.size)]
+        rows += [
+            {k: (None if v is None else v[i]) for k, v in extra.items()}
+            for i in range(n_unlabelled)
+        ]
+        both = stack_inputs(rows)
+        lab = np.concatenate([lab, np.full(n_unlabelled, -1, np.int64)])
+        return WindowBatch.from_arrays(**both), torch.as_tensor(lab)
+
+    def train_cfg(n: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=s.epochs,
+            lr=s.lr,
+            seed=s.seed,
+            device="cpu",
+            freeze="teacher_encoder",
+            fit_input_stats=False,
+            kl_anneal_epochs=0,
+            batch_size=min(64, max(2, n)),
+            anchor_l2=s.anchor_l2,
+            loss=LossConfig(lambda_kd_student=s.kd_student),
+        )
+
+    def tuned_on(mask: np.ndarray):
+        m = copy.deepcopy(base)
+        m.conformal = None
+        idx = np.flatnonzero(mask)
+        if idx.size >= 2:
+            batch, lab = with_unlabelled(idx)
+            fit(m, batch, lab, train_cfg(len(batch)))
+        return m
+
+    # 1. cross-fitted, out-of-sample outputs of the candidate recipe
+    k = min(s.folds, int(np.unique(groups).size))
+    n_out = base.n_outputs
+    oos_probs = np.full((labels.size, n_out), np.nan)
+    oos_t = torch.zeros(labels.size, n_out)
+    oos_s = torch.zeros(labels.size, n_out)
+    oos_rt, oos_rs = torch.zeros(labels.size), torch.zeros(labels.size)
+    if k >= 2:
+        for held in _answer_folds(groups, k):
+            m = tuned_on(~held)
+            o = predict(m, data.index(torch.as_tensor(np.flatnonzero(held))))
+            oos_probs[held] = o.probs.double().numpy()
+            oos_t[held] = torch.log_softmax(o.teacher_logits, -1)
+            oos_s[held] = torch.log_softmax(o.student_logits, -1)
+            oos_rt[held], oos_rs[held] = o.face_reliability, o.eeg_reliability
+    # 3. the candidate on every answer, its pool refitted out of sample
+    model = tuned_on(np.ones(labels.size, bool))
+    fusion: dict[str, Any] = {}
+    if k >= 2:
+        raw, bias = fit_pool(
+            oos_t,
+            oos_s,
+            oos_rt,
+            oos_rs,
+            y,
+            raw_init=base.fusion_raw.detach(),
+            bias_init=base.fusion_bias.detach(),
+            l2=s.fusion_l2,
+        )
+        with torch.no_grad():
+            model.fusion_raw.copy_(raw)
+            model.fusion_bias.copy_(bias)
+        model._fused = None
+        w = FusionPool.weights(raw)
+        pooled = torch.softmax(pool_logits(oos_t, oos_s, oos_rt, oos_rs, w, bias), dim=-1)
+        oos_probs = pooled.double().numpy()  # the recalibrated candidate, still out of sample
+        fusion = {"w_face": float(w[0]), "w_eeg": float(w[1])}
     with torch.inference_mode():
         train_acc = float((model(data).predicted.numpy() == labels).mean())
+    # 2. the decision, on windows with both estimates
+    adopted, reason, estimate = True, "", {}
+    known = np.isfinite(oos_probs).all(1)
+    if live_probs is not None and live_probs.shape[1] == n_out:
+        known &= np.isfinite(live_probs).all(1)
+    else:
+        known[:] = False
+    if known.any():
+        nll_c, acc_c = _log_loss_acc(oos_probs[known], labels[known])
+        nll_p, acc_p = _log_loss_acc(live_probs[known], labels[known])
+        estimate = {
+            "n_windows": int(known.sum()),
+            "candidate_accuracy": acc_c,
+            "candidate_log_loss": nll_c,
+            "current_accuracy": acc_p,
+            "current_log_loss": nll_p,
+        }
+        if acc_c + 1e-9 < acc_p or nll_c > nll_p + s.tolerance:
+            adopted = False
+            reason = (
+                f"out of sample on {int(known.sum())} answered windows the candidate is worse: "
+                f"accuracy {acc_c:.2f} vs {acc_p:.2f}, log-loss {nll_c:.3f} vs {nll_p:.3f}"
+            )
+    else:
+        adopted, reason = False, "no out-of-sample estimate yet (too few answers)"
     threshold, n_conf = None, 0
     if live_probs is not None:
         keep = np.isfinite(live_probs).all(axis=1)
@@ -280,7 +475,11 @@ def personalise_round(
         train_accuracy=train_acc,
         conformal_threshold=threshold,
         n_conformal=n_conf,
-        history=history.epochs,
+        adopted=adopted,
+        reason=reason,
+        estimate=estimate,
+        fusion=fusion,
+        n_unlabelled=n_unlabelled,
     )
     meta = dict(doc.get("metadata") or {})
     out = Path(out)
@@ -354,13 +553,21 @@ class Personaliser:
         store_path: str | os.PathLike,
         subject: str,
         settings: RoundSettings | None = None,
+        *,
+        unlabelled: str | os.PathLike | None = None,
     ) -> concurrent.futures.Future:
         if self.busy:
             raise ConfigError("a personalisation round is already running; wait for it")
         self.start()
         assert self._pool is not None
         self._future = self._pool.submit(
-            personalise_round, str(parent), str(out), str(store_path), subject, settings
+            personalise_round,
+            str(parent),
+            str(out),
+            str(store_path),
+            subject,
+            settings,
+            None if unlabelled is None else str(unlabelled),
         )
         return self._future
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from bci_affect.core.errors import ConfigError
-from calibration.personalise import INPUT_KEYS, Personaliser, RoundSettings
+from calibration.personalise import INPUT_KEYS, Personaliser, RoundSettings, save_unlabelled
 from calibration.policy import QueryPolicy, Trigger
 from calibration.ui import Answer, LabelUI, QueryView, SessionStatus
 
@@ -80,6 +80,10 @@ class ControllerSettings:
         Seconds of window inputs kept for queries (must exceed the query span).
     status_every_s, progress_every_s : float
         Seconds between status updates to the UI, and progress writes to the store.
+    unlabelled_max, unlabelled_every : int
+        The unlabelled windows a round distils the face teacher from: every
+        ``unlabelled_every``-th window with a usable face (half the window covered) and
+        complete EEG, the latest ``unlabelled_max`` of them.
     """
 
     personalise_every: int = 5
@@ -87,6 +91,8 @@ class ControllerSettings:
     keep_s: float = 40.0
     status_every_s: float = 0.5
     progress_every_s: float = 2.0
+    unlabelled_max: int = 300
+    unlabelled_every: int = 2
 
 
 class CalibrationController:
@@ -161,8 +167,12 @@ class CalibrationController:
         self.round_error: str | None = None
         self.trigger_latency_ms: list[float] = []  # policy trigger -> query on screen
         self.round_seconds: list[float] = []
+        #: Candidates kept out by the out-of-sample check (their round metrics, with why).
+        self.rejected: list[dict] = []
         self._windows: collections.deque = collections.deque()  # WindowResult, in order
         self._win_lock = threading.Lock()
+        # model inputs of unlabelled windows with a face (teacher -> student distillation)
+        self._unlabelled: collections.deque = collections.deque(maxlen=self.settings.unlabelled_max)
         self._preds: collections.deque = collections.deque()  # recent predictions
         self._open: tuple[int, Trigger, float, int] | None = None  # id, trigger, wall, number
         self._triggered_perf: dict[int, float] = {}
@@ -179,13 +189,22 @@ class CalibrationController:
     # -- callbacks (any thread) ---------------------------------------------------------
 
     def on_windows(self, results) -> None:
-        """Engine window sink: keep the recent windows (their inputs label a query)."""
+        """Engine window sink: keep the recent windows (their inputs label a query), and a
+        sample of the windows with a face for distillation."""
         keep = self.settings.keep_s
+        every = self.settings.unlabelled_every
+        usable = [
+            r
+            for r in results
+            if r.window.index % every == 0 and r.window.complete and r.window.face_coverage >= 0.5
+        ]
         with self._win_lock:
             self._windows.extend(results)
             t_last = self._windows[-1].window.t_end
             while self._windows and self._windows[0].window.t_end < t_last - keep:
                 self._windows.popleft()
+        if usable and self.personaliser is not None and self.settings.personalise_every > 0:
+            self._unlabelled.extend(self._inputs(usable))
 
     def on_prediction(self, prediction) -> None:
         """Engine sink."""
@@ -323,21 +342,30 @@ class CalibrationController:
             None,
         )
 
-    def _span_windows(self, trigger: Trigger) -> list[tuple[int, float, dict]]:
+    def _inputs(self, results) -> list[dict]:
+        """The model inputs of each window (as the live model reads them), one dict each."""
         from bci_affect.training.inputs import window_arrays  # noqa: PLC0415
 
+        loaded = self.engine_session.model
+        raw = loaded is not None and loaded.needs_raw
+        sites = loaded is not None and loaded.model.config.montage_free
+        out = []
+        for r in results:
+            arrays = window_arrays([r], eeg_raw=raw, sites=sites)
+            out.append(
+                {k: (None if arrays[k] is None else np.asarray(arrays[k][0])) for k in INPUT_KEYS}
+            )
+        return out
+
+    def _span_windows(self, trigger: Trigger) -> list[tuple[int, float, dict]]:
         with self._win_lock:
             results = [
                 r for r in self._windows if trigger.t_start < r.window.t_end <= trigger.t_end
             ]
-        loaded = self.engine_session.model
-        raw = loaded is not None and loaded.needs_raw
-        out = []
-        for r in results:
-            arrays = window_arrays([r], eeg_raw=raw)
-            one = {k: (None if arrays[k] is None else np.asarray(arrays[k][0])) for k in INPUT_KEYS}
-            out.append((int(r.window.index), float(r.window.t_end), one))
-        return out
+        return [
+            (int(r.window.index), float(r.window.t_end), one)
+            for r, one in zip(results, self._inputs(results), strict=True)
+        ]
 
     def _shown(self, query_id: int, t_wall: float, t_perf: float) -> None:
         self.store.mark_shown(query_id, t_wall)
@@ -421,8 +449,16 @@ class CalibrationController:
         latest = self.store.latest_model(self.subject)
         version = (latest.version if latest is not None else self.model_version) + 1
         out = self.models_dir / f"v{version}"
+        unlabelled = save_unlabelled(
+            list(self._unlabelled), self.models_dir / f".unlabelled-v{version}.npz"
+        )
         future = self.personaliser.submit(
-            self.model_path, out, self.store.path, self.subject, self.settings.round
+            self.model_path,
+            out,
+            self.store.path,
+            self.subject,
+            self.settings.round,
+            unlabelled=unlabelled,
         )
         self._round_pending = True
         self._round_started = time.perf_counter()
@@ -433,6 +469,8 @@ class CalibrationController:
         from bci_affect.models.checkpoint import load_checkpoint  # noqa: PLC0415
 
         self._round_pending = False
+        for f in self.models_dir.glob(".unlabelled-v*.npz"):  # the round's input, read by now
+            f.unlink(missing_ok=True)
         try:
             result = future.result()
         except Exception as exc:  # noqa: BLE001
@@ -440,6 +478,21 @@ class CalibrationController:
             logger.warning("personalisation round failed (the model is unchanged): %s", exc)
             return
         self.round_seconds.append(time.perf_counter() - self._round_started)
+        if not result.adopted:  # the current version stays: never a worse model
+            self.rejected.append(result.metrics())
+            self._answers_at_version = result.n_answers
+            self.markers(
+                {
+                    "event": "model_rejected",
+                    "n_answers": result.n_answers,
+                    "reason": result.reason,
+                    **result.estimate,
+                },
+                None,
+            )
+            logger.info("candidate after %d answers kept out: %s", result.n_answers, result.reason)
+            self._maybe_personalise()
+            return
         metrics = {**result.metrics(), "n_answers": result.n_answers}
         version = self.store.register_model(
             self.subject,

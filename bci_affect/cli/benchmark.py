@@ -55,6 +55,7 @@ _OPTIONS = (
     ("line_freq", "--line-freq", 50.0),
     ("skip_start", "--skip-start", 0.0),
     ("face_stride", "--face-stride", 1),
+    ("eeg_features", "--eeg-features", "sites"),
     ("noise_uv", "--corrupt-noise-uv", 50.0),
     ("threads", "--threads", None),
     ("report", "--report", None),
@@ -258,6 +259,7 @@ def _load_sessions(args: argparse.Namespace, cache_dir: Path | None) -> Any:
             "labels": args.labels,
             "face_stride": args.face_stride,
             "noise_uv": args.noise_uv,
+            "eeg_features": args.eeg_features,
             "sessions": [s for s, _, _ in found],
         }
         if args.skip_start:
@@ -284,6 +286,7 @@ def _load_sessions(args: argparse.Namespace, cache_dir: Path | None) -> Any:
         subjects={s: subj for s, subj, _ in found if subj is not None},
         face_stride=args.face_stride,
         corruption=corruption if args.noise_uv > 0 else None,
+        sites=args.eeg_features == "sites",
     )
     _say(f"windows cut in {time.perf_counter() - t0:.1f} s")
     if path is not None:

@@ -632,6 +632,16 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
             f"median {statistics.median(lat):.0f} ms, max {max(lat):.0f} ms",
             flush=True,
         )
+    if controller is not None and controller.round_seconds:
+        kept_out = controller.rejected
+        print(
+            f"personalisation rounds: {len(controller.round_seconds)} "
+            f"({len(controller.round_seconds) - len(kept_out)} adopted, {len(kept_out)} kept "
+            "out by the out-of-sample check)",
+            flush=True,
+        )
+        for r in kept_out:
+            print(f"  after {r['n_answers']} answers: {r['reason']}", flush=True)
     print(f"report: {report}", flush=True)
     if recorder is not None:
         print(f"recording: {recorder.path}", flush=True)

@@ -60,7 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--dataset", required=True, metavar="DIR", help="folder of .xdf sessions (or one .xdf file)"
+        "--dataset",
+        required=True,
+        metavar="DIR",
+        help="folder of .xdf sessions (or one .xdf file); OpenBCI/BrainFlow text files are not "
+        "sessions (they hold no trial or rating markers), so --board and the other import "
+        "options of convert/inspect/replay do not apply",
     )
     p.add_argument("--out", required=True, metavar="MODEL", help="model folder to write")
     p.add_argument(
@@ -105,9 +110,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of split, init and order (default: 0)")
     g.add_argument(
         "--eeg-inputs",
-        choices=["de", "raw", "both"],
-        default="de",
-        help="student input: differential entropy per band (default), filtered window, or both",
+        choices=["sites", "de", "raw", "both"],
+        default="sites",
+        help="student input: differential entropy on the virtual 10-20 montage, normalised per "
+        "session (default: the model then scores any montage), differential entropy per "
+        "channel, the filtered window, or both (these three fit this montage only)",
     )
     g.add_argument(
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)"
@@ -179,7 +186,9 @@ def find_sessions(dataset: Path) -> list[tuple[str, str | None, Path]]:
     for f in files:
         rel = f.relative_to(dataset)
         session = rel.with_suffix("").as_posix()
-        subject = rel.parts[0] if len(rel.parts) > 1 else None
+        # the folder holding the session (sub-01/ses-01.xdf: sub-01); nested corpora keep
+        # their path (cyton/sub-01) so that subjects of different groups stay apart
+        subject = rel.parent.as_posix() if len(rel.parts) > 1 else None
         out.append((session, subject, f))
     return out
 
@@ -256,8 +265,9 @@ def run(args: argparse.Namespace) -> int:
         scheme = args.labels or "quadrant"
     eeg_inputs = start.model.config.eeg_inputs if start else args.eeg_inputs
     # the filtered-window tensor costs memory and time; keep it only when the student reads it
-    if (eeg_inputs == "de") == signals.features.tensor:
-        signals = replace(signals, features=replace(signals.features, tensor=eeg_inputs != "de"))
+    needs_tensor = eeg_inputs in ("raw", "both")
+    if needs_tensor != signals.features.tensor:
+        signals = replace(signals, features=replace(signals.features, tensor=needs_tensor))
     config = DatasetConfig(
         signals=signals,
         label_scheme=scheme,

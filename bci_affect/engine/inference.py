@@ -53,7 +53,10 @@ def window_inputs(loaded: LoadedModel, results: Sequence[WindowResult]) -> Windo
 
     key = _group_key(results[0])
     arrays = window_arrays(
-        results, n_frames=max(key[0], 1) if key[0] >= 0 else None, eeg_raw=loaded.needs_raw
+        results,
+        n_frames=max(key[0], 1) if key[0] >= 0 else None,
+        eeg_raw=loaded.needs_raw,
+        sites=loaded.model.config.montage_free,
     )
     n_bands = loaded.model.config.n_bands
     if arrays["eeg_de"].shape[-1] != n_bands:

@@ -217,7 +217,7 @@ class LoadedModel:
 
     @property
     def needs_raw(self) -> bool:
-        return self.model.config.eeg_inputs != "de"
+        return self.model.config.eeg_inputs in ("raw", "both")
 
     @property
     def face_ch_names(self) -> tuple[str, ...]:

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from bci_affect.core.errors import ConfigError
+from bci_affect.dsp.montage import VIRTUAL_SITES
 from bci_affect.evaluation.data import EvalSet
 from bci_affect.evaluation.metrics import apply_temperature, fit_temperature
-from bci_affect.models.finetune import TrainConfig, fit, predict, with_loss
+from bci_affect.models.finetune import TrainConfig, fit, fit_fusion, predict, with_loss
 from bci_affect.models.student import EEGStudent, LogisticBaseline
 from bci_affect.models.transfer import AffectModel, AffectOutput, ModelConfig, WindowBatch
 from bci_affect.training.train import fit_logistic_baseline, logistic_probs
@@ -166,7 +167,7 @@ def _model_config(es: EvalSet) -> ModelConfig:
         face_ch_names=es.face_ch_names,
         eeg_ch_names=es.ch_names,
         label_scheme=es.label_scheme,
-        eeg_inputs="de",
+        eeg_inputs="sites" if es.ch_names == VIRTUAL_SITES else "de",
         n_bands=len(es.bands),
     )
 
@@ -180,6 +181,7 @@ def train_affect(
     seed: int,
     face: bool = True,
     eeg: bool = True,
+    calib: NDArray[np.int64] | None = None,
     **loss_changes: Any,
 ) -> AffectModel:
     """Train an :class:`AffectModel` from scratch on windows ``idx``.
@@ -196,6 +198,9 @@ def train_affect(
         Seed of the initialisation and the shuffling.
     face, eeg : bool
         Train with the face / the EEG (``eeg=False``: a face-only teacher).
+    calib : ndarray of int, optional
+        Held-out labelled windows: the fused output (how much face and EEG count) is refitted
+        on them (:func:`~bci_affect.models.finetune.fit_fusion`), as training does.
     **loss_changes
         :class:`~bci_affect.models.transfer.LossConfig` fields (e.g. ``use_kd=False``).
     """
@@ -203,6 +208,8 @@ def train_affect(
     model = AffectModel.from_config(_model_config(es))
     batch = eval_batch(es, idx, face=face, eeg=eeg)
     fit(model, batch, labels, settings.train_config(seed, **loss_changes))
+    if calib is not None and calib.size:
+        fit_fusion(model, eval_batch(es, calib, face=face, eeg=eeg), es.labels[calib])
     return model
 
 

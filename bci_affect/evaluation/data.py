@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from bci_affect.core.chunk import Chunk
 from bci_affect.core.errors import ConfigError, FileFormatError
+from bci_affect.dsp.montage import VIRTUAL_SITES
 from bci_affect.models.teacher import class_names as scheme_class_names
 from bci_affect.models.teacher import ratings_to_labels
 from bci_affect.training.dataset import DatasetConfig, WindowDataset, session_windows
@@ -371,8 +372,13 @@ def build_eval_set(
     face_stride: int = 1,
     corruption: CorruptionConfig | None = None,
     progress: Callable[[str, WindowDataset], None] | None = None,
+    sites: bool = True,
 ) -> EvalSet:
     """Cut the labelled windows of loaded sessions once, with a corrupted twin.
+
+    With ``sites`` (the default, what the product's model reads) the EEG features of every
+    arm are the montage-free, session-normalised virtual-site features
+    (:mod:`bci_affect.processors.sites`); otherwise the differential entropy per channel.
 
     Sessions are consumed one at a time (only their windows are kept).
 
@@ -431,6 +437,11 @@ def build_eval_set(
         "corruption": None if corruption is None else {"noise_uv": corruption.noise_uv},
         "n_sessions": n,
     }
+    info["eeg_features"] = "sites" if sites else "channels"
+    if sites:
+        ds = ds if ds.eeg_ch_names == VIRTUAL_SITES else ds.montage_free()
+        if corrupted is not None and corrupted.eeg_ch_names != VIRTUAL_SITES:
+            corrupted = corrupted.montage_free()
     return from_window_dataset(ds, face_stride=face_stride, corrupted=corrupted, info=info)
 
 

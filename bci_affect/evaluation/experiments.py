@@ -612,15 +612,19 @@ def _run_fold(ctx: _Ctx, fold: Fold, fold_no: int, seed: int) -> None:
     fitted = _Fitted()
     if not need_main and "ablation" in tables and ctx.face:  # the ablation's full model only
         t0 = time.perf_counter()
-        fitted.affect = train_affect(es, fold.train, y[fold.train], cfg.models, seed=fseed)
+        fitted.affect = train_affect(
+            es, fold.train, y[fold.train], cfg.models, seed=fseed, calib=fold.calib
+        )
         ctx.timed("ablation", t0)
     if need_main:
         t0 = time.perf_counter()
         _fit_baselines(ctx, fold.train, y, fseed, fitted)
         if ctx.face:
-            fitted.affect = train_affect(es, fold.train, y[fold.train], cfg.models, seed=fseed)
+            fitted.affect = train_affect(
+                es, fold.train, y[fold.train], cfg.models, seed=fseed, calib=fold.calib
+            )
             fitted.face_only = train_affect(
-                es, fold.train, y[fold.train], cfg.models, seed=fseed, eeg=False
+                es, fold.train, y[fold.train], cfg.models, seed=fseed, eeg=False, calib=fold.calib
             )
         rows = _predict_rows(ctx, fitted, ct)
         _calibrate_and_store(ctx, fitted, "main", "", fold, y[fold.calib], seed, rows)
@@ -633,7 +637,13 @@ def _run_fold(ctx: _Ctx, fold: Fold, fold_no: int, seed: int) -> None:
                 model = fitted.affect
             else:
                 model = train_affect(
-                    es, fold.train, y[fold.train], cfg.models, seed=fseed, **switches
+                    es,
+                    fold.train,
+                    y[fold.train],
+                    cfg.models,
+                    seed=fseed,
+                    calib=fold.calib,
+                    **switches,
                 )
             rows = _row_probs_affect(affect_output(model, es, ct))
             _calibrate_and_store(ctx, _Fitted(), "ablation", name, fold, y[fold.calib], seed, rows)
@@ -669,7 +679,7 @@ def _run_fold(ctx: _Ctx, fold: Fold, fold_no: int, seed: int) -> None:
             _fit_baselines(ctx, fold.train, y_noisy, fseed, noisy)
             if ctx.face:
                 noisy.affect = train_affect(
-                    es, fold.train, y_noisy[fold.train], cfg.models, seed=fseed
+                    es, fold.train, y_noisy[fold.train], cfg.models, seed=fseed, calib=fold.calib
                 )
             rows = _predict_rows(ctx, noisy, ct)
             _calibrate_and_store(

@@ -185,6 +185,12 @@ def check_compatible(
     ConfigError
         Naming what differs and what to do.
     """
+    if config.montage_free:
+        if eeg_ch_names is not None:
+            from bci_affect.dsp.montage import montage_map  # noqa: PLC0415
+
+            montage_map(tuple(eeg_ch_names))  # >= 2 scalp positions, or one clear error
+        eeg_ch_names = sfreq = n_times = None  # any montage, rate and window length fit
     if eeg_ch_names is not None and tuple(eeg_ch_names) != config.eeg_ch_names:
         raise ConfigError(
             f"{source} was trained on EEG channels {list(config.eeg_ch_names)} "
@@ -275,6 +281,14 @@ def load_checkpoint(
     except (SafetensorError, OSError, ValueError) as exc:
         raise FileFormatError(f"cannot read {weights}: {exc}") from None
     model = AffectModel.from_config(config)
+    older = {"fusion_raw", "fusion_bias"} - set(state)
+    if older == {"fusion_raw", "fusion_bias"}:  # saved before the fusion was learned
+        logger.info(
+            "%s predates the learned fusion: its fused output pools the two heads equally "
+            "until it is retrained or personalised",
+            folder,
+        )
+        state = {**state, **{k: v for k, v in model.state_dict().items() if k in older}}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

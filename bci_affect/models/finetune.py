@@ -28,6 +28,7 @@ from bci_affect.models.transfer import (
     compute_losses,
 )
 from bci_affect.uncertainty.conformal import ConformalPredictor, coverage_of
+from bci_affect.uncertainty.fusion import FusionPool, fit_pool
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ __all__ = [
     "finetune",
     "fit",
     "fit_conformal",
+    "fit_fusion",
     "predict",
     "resolve_device",
     "with_loss",
@@ -87,6 +89,10 @@ class TrainConfig:
         teacher or its encoder is frozen).
     grad_clip : float
         Gradient-norm clipping (0 = off).
+    anchor_l2 : float
+        Pull towards the starting weights: ``anchor_l2 * sum ||theta - theta_0||^2`` over the
+        trained parameters is added to every step's loss (personalisation: a few labels move
+        the model only a little from where it started). 0 = off.
     loss : LossConfig
         Loss weights and switches.
     """
@@ -102,6 +108,7 @@ class TrainConfig:
     freeze: str = "none"
     fit_input_stats: bool = True
     grad_clip: float = 5.0
+    anchor_l2: float = 0.0
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
@@ -111,8 +118,15 @@ class TrainConfig:
             )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.kl_anneal_epochs < 0:
-            raise ConfigError("weight_decay, grad_clip and kl_anneal_epochs must be >= 0")
+        if (
+            self.weight_decay < 0
+            or self.grad_clip < 0
+            or self.kl_anneal_epochs < 0
+            or not self.anchor_l2 >= 0
+        ):
+            raise ConfigError(
+                "weight_decay, grad_clip, kl_anneal_epochs and anchor_l2 must be >= 0"
+            )
         if self.freeze not in FREEZE_MODES:
             raise ConfigError(
                 f"unknown freeze mode {self.freeze!r}; valid: {', '.join(FREEZE_MODES)}"
@@ -231,6 +245,7 @@ def fit(
     for p in frozen:
         p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
+    anchors = [p.detach().clone() for p in params] if cfg.anchor_l2 > 0 else []
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
@@ -258,7 +273,12 @@ def fit(
                         f"non-finite loss at epoch {epoch}: {terms.as_floats()}"
                     )
                 opt.zero_grad(set_to_none=True)
-                terms.total.backward()
+                total = terms.total
+                if anchors:
+                    total = total + cfg.anchor_l2 * sum(
+                        (p - a).pow(2).sum() for p, a in zip(params, anchors, strict=True)
+                    )
+                total.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
@@ -365,6 +385,56 @@ def fit_conformal(
         )
     model.conformal = cp
     return cp
+
+
+def fit_fusion(
+    model: AffectModel, data: WindowBatch, labels: Any, *, l2: float = 0.05
+) -> dict[str, float]:
+    """Refit the fused output (the pool of the two heads) on held-out labelled windows.
+
+    The pool's exponents say how much each modality counts; fitted on windows the heads did
+    not train on, an uninformative or overconfident modality gets a small exponent, and the
+    fused probabilities are temperature-scaled at the same time (see
+    :mod:`bci_affect.uncertainty.fusion`). The L2 penalty pulls towards the current values.
+
+    Returns
+    -------
+    dict
+        ``w_face``, ``w_eeg`` (the fitted exponents), ``n`` (windows used), and the held-out
+        log-loss ``nll_before`` / ``nll_after``.
+    """
+    y = _labels(labels, len(data), model.n_outputs)
+    keep = y >= 0
+    if not bool(model.calibrated) or int(keep.sum()) == 0:
+        return {"n": 0}
+    out = predict(model, data.index(keep))
+    y = y[keep].cpu()
+    log_t = torch.log_softmax(out.teacher_logits, dim=-1)
+    log_s = torch.log_softmax(out.student_logits, dim=-1)
+    before = float(torch.nn.functional.nll_loss(out.probs.clamp_min(1e-12).log(), y))
+    raw, bias = fit_pool(
+        log_t,
+        log_s,
+        out.face_reliability,
+        out.eeg_reliability,
+        y,
+        raw_init=model.fusion_raw.detach().cpu(),
+        bias_init=model.fusion_bias.detach().cpu(),
+        l2=l2,
+    )
+    with torch.no_grad():
+        model.fusion_raw.copy_(raw.to(model.fusion_raw.device))
+        model.fusion_bias.copy_(bias.to(model.fusion_bias.device))
+    model._fused = None
+    after = predict(model, data.index(keep)).probs
+    w = FusionPool.weights(raw)
+    return {
+        "w_face": float(w[0]),
+        "w_eeg": float(w[1]),
+        "n": int(y.numel()),
+        "nll_before": before,
+        "nll_after": float(torch.nn.functional.nll_loss(after.clamp_min(1e-12).log(), y)),
+    }
 
 
 def evaluate(

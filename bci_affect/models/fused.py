@@ -285,10 +285,8 @@ def fused_forward(
     e_t, e_s = e.unbind(1)
     alphas = e + 1.0  # (B, 2, K): teacher, student
     alpha_t, alpha_s = alphas.unbind(1)
-    # Dempster's rule, 1 + min(e_t + e_s + e_t e_s / K, MAX_EVIDENCE)
-    alpha = torch.addcmul(alpha_t + e_s, e_t, e_s, value=1.0 / w.k).clamp_max_(w.max_alpha)
-    strength = alpha.sum(dim=-1, keepdim=True)  # (B, 1)
     u_t, u_s = torch.div(w.k_tensor, alphas.sum(dim=-1)).unbind(1)  # (B,) each
+    probs, alpha, u = model.fuse(teacher_logits, student_logits, rel_t, rel_s)
     z_face, z_eeg = z.unbind(1)
     injected = None
     if with_injected:
@@ -299,13 +297,13 @@ def fused_forward(
         "student_logits": student_logits,
         "teacher_probs": teacher_probs,
         "student_probs": torch.softmax(student_logits, dim=-1),
-        "probs": alpha / strength,
+        "probs": probs,
         "alpha_teacher": alpha_t,
         "alpha_student": alpha_s,
         "alpha": alpha,
         "uncertainty_teacher": u_t,
         "uncertainty_student": u_s,
-        "uncertainty": torch.div(w.k_tensor, strength.view(b)),
+        "uncertainty": u,
         "z_face": z_face,
         "z_eeg": z_eeg,
         "face_available": available,

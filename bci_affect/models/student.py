@@ -39,8 +39,10 @@ __all__ = [
 #: The differential-entropy bands, in order.
 BANDS = ("delta", "theta", "alpha", "beta", "gamma")
 
-#: Input branches of :class:`EEGStudent`.
-STUDENT_INPUTS = ("de", "raw", "both")
+#: Input branches of :class:`EEGStudent`. ``"sites"`` is the differential-entropy branch fed
+#: the montage-free, session-normalised virtual-site features (:mod:`bci_affect.processors.sites`):
+#: ``n_chans`` is then the number of virtual sites, whatever the board.
+STUDENT_INPUTS = ("de", "raw", "both", "sites")
 
 
 class DEEncoder(nn.Module):
@@ -154,8 +156,8 @@ class EEGStudent(nn.Module):
         EEG channel labels from the stream.
     sfreq : float, optional
         Sample rate in Hz of the filtered input; sets the temporal kernel to about 1/8 s.
-    inputs : {"de", "raw", "both"}
-        Which input branches to use.
+    inputs : {"de", "raw", "both", "sites"}
+        Which input branches to use (``"sites"``: the DE branch over virtual sites).
     n_bands : int
         Bands of the differential-entropy input.
     embed_dim : int
@@ -202,7 +204,7 @@ class EEGStudent(nn.Module):
         )
         if len(names) != n_chans:
             raise ConfigError(f"ch_names has {len(names)} names but n_chans is {n_chans}")
-        if inputs != "de" and n_times is None:
+        if inputs in ("raw", "both") and n_times is None:
             raise ConfigError(f"student inputs {inputs!r} need n_times (samples per window)")
         if sfreq is not None and not sfreq > 0:
             raise ConfigError(f"sfreq must be > 0 Hz, got {sfreq}")
@@ -215,7 +217,7 @@ class EEGStudent(nn.Module):
         self.ch_names, self.sfreq, self.inputs, self.embed_dim = names, sfreq, inputs, embed_dim
         self.de_encoder = self.raw_encoder = None
         widths = 0
-        if inputs in ("de", "both"):
+        if inputs in ("de", "both", "sites"):
             self.de_encoder = DEEncoder(n_chans, n_bands, hidden=de_hidden, out_features=embed_dim)
             widths += embed_dim
         if inputs in ("raw", "both"):

@@ -50,7 +50,7 @@ from bci_affect.uncertainty.dirichlet import (
     evidence_from_similarity,
     evidential_loss,
 )
-from bci_affect.uncertainty.fusion import combine_evidence
+from bci_affect.uncertainty.fusion import FusionPool, opinion_from_probs, pool_logits
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +185,10 @@ class ModelConfig:
         EEG channel labels, in stream order.
     label_scheme : str
         ``"quadrant"`` (default), ``"valence"`` or ``"arousal"``.
-    eeg_inputs : {"de", "raw", "both"}
-        Student input branches.
+    eeg_inputs : {"de", "raw", "both", "sites"}
+        Student input branches. ``"sites"``: montage-free (``eeg_ch_names`` are then the
+        virtual sites, and any stream with two or more electrodes at known scalp positions
+        fits; see :mod:`bci_affect.processors.sites`).
     n_bands : int
         Bands of the differential-entropy input.
     n_times : int, optional
@@ -255,7 +257,7 @@ class ModelConfig:
             raise ConfigError(
                 f"unknown eeg_inputs {self.eeg_inputs!r}; valid: {', '.join(STUDENT_INPUTS)}"
             )
-        if self.eeg_inputs != "de" and (self.n_times is None or self.n_times < 1):
+        if self.eeg_inputs in ("raw", "both") and (self.n_times is None or self.n_times < 1):
             raise ConfigError(
                 f"eeg_inputs={self.eeg_inputs!r} needs n_times >= 1, got {self.n_times}"
             )
@@ -292,6 +294,11 @@ class ModelConfig:
     @property
     def n_outputs(self) -> int:
         return n_classes(self.label_scheme)
+
+    @property
+    def montage_free(self) -> bool:
+        """The student reads virtual-site features: any montage with known positions fits."""
+        return self.eeg_inputs == "sites"
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -355,6 +362,11 @@ class LossConfig:
         Down-weight distillation and InfoNCE on windows with a high EMG score.
     emg_low, emg_high : float
         The guard's weight is 1 below ``emg_low``, 0 above ``emg_high``, linear between.
+    lambda_kd_student : float
+        Weight of a second distillation term into the student's own head:
+        ``KL(teacher || student)`` at temperature ``T`` on every window with a face, weighted
+        by the face's reliability (and the EMG guard). Labels are not needed: a calibration
+        session uses it on all its windows with a usable face, between the answers. 0 = off.
     """
 
     use_task: bool = True
@@ -375,6 +387,7 @@ class LossConfig:
     emg_guard: bool = True
     emg_low: float = 0.3
     emg_high: float = 0.7
+    lambda_kd_student: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.use_task or self.use_sim or self.use_unc or self.use_kd):
@@ -389,6 +402,7 @@ class LossConfig:
             "teacher_task_weight",
             "student_task_weight",
             "unc_kl_weight",
+            "lambda_kd_student",
         ):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -616,6 +630,10 @@ class AffectModel(nn.Module):
             proto_dim=cfg.proto_dim,
             temperature=cfg.evidence_temperature,
         )
+        # the fused output: a reliability-weighted pool of the two heads (see
+        # bci_affect.uncertainty.fusion), refitted on held-out windows by fit_fusion
+        self.fusion_raw = nn.Parameter(torch.full((2,), FusionPool.RAW_ONE))
+        self.fusion_bias = nn.Parameter(torch.zeros(k))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
         self.prior_evidence = (
             float(cfg.prior_evidence) if cfg.prior_evidence is not None else float(k)
@@ -736,9 +754,7 @@ class AffectModel(nn.Module):
             e_t = self.prior_evidence * torch.softmax(teacher_logits, dim=-1) * rel_t.unsqueeze(-1)
             e_s = torch.zeros_like(e_t)
         alpha_t, alpha_s = e_t + 1.0, e_s + 1.0  # (B, K)
-        alpha = combine_evidence(e_t, e_s) + 1.0  # (B, K) Dempster's rule
-        strength = alpha.sum(dim=-1)  # (B,)
-        probs = alpha / strength.unsqueeze(-1)  # (B, K) Dirichlet mean
+        probs, alpha, u = self.fuse(teacher_logits, student_logits, rel_t, rel_s)
         injected = None
         if with_injected or (with_injected is None and self.training):
             h = F.relu(self.inject_proj(f_s))  # (B, dims[l])
@@ -757,7 +773,7 @@ class AffectModel(nn.Module):
             alpha=alpha,
             uncertainty_teacher=dirichlet_uncertainty(alpha_t),
             uncertainty_student=dirichlet_uncertainty(alpha_s),
-            uncertainty=k / strength,
+            uncertainty=u,
             z_face=z_face,
             z_eeg=z_eeg,
             face_available=face_avail,
@@ -766,6 +782,24 @@ class AffectModel(nn.Module):
             injected_logits=injected,
             prediction_sets=sets,
         )
+
+    def fuse(
+        self, teacher_logits: Tensor, student_logits: Tensor, rel_t: Tensor, rel_s: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The fused opinion of the two heads: probabilities ``(B, K)``, Dirichlet ``alpha``
+        ``(B, K)`` and uncertainty ``(B,)`` (:func:`~bci_affect.uncertainty.fusion.pool_logits`).
+
+        Before any label (zero-label mode) only the face's circumplex prior speaks."""
+        log_t = torch.log_softmax(teacher_logits, dim=-1)
+        log_s = torch.log_softmax(student_logits, dim=-1)
+        if self.training or bool(self.calibrated):
+            w, bias = FusionPool.weights(self.fusion_raw), self.fusion_bias
+        else:
+            w = torch.tensor([1.0, 0.0], device=log_t.device, dtype=log_t.dtype)
+            bias = torch.zeros_like(self.fusion_bias)
+        probs = torch.softmax(pool_logits(log_t, log_s, rel_t, rel_s, w, bias), dim=-1)
+        alpha, u = opinion_from_probs(probs)
+        return probs, alpha, u
 
     def _prediction_sets(self, probs: Tensor) -> Tensor | None:
         """Conformal sets ``(B, K)`` bool of the fused probabilities, or ``None`` unfitted."""
@@ -940,13 +974,19 @@ def compute_losses(
             student_side = out.student_logits
         kl = distillation_loss(out.teacher_logits, student_side, config.kd_temperature)
         kd = _wmean(kl, w_u * w_emg, face & eeg_ok)
+    kd_s = zero
+    if config.lambda_kd_student > 0:  # the teacher's soft labels into the student's own head
+        kl_s = distillation_loss(out.teacher_logits, out.student_logits, config.kd_temperature)
+        w_face = out.face_reliability.detach().clamp(0.0, 1.0) * w_emg
+        kd_s = _wmean(kl_s, w_face, face & eeg_ok)
     total = (
         config.task_weight * task
         + config.lambda_sim * sim
         + config.lambda_unc * unc
         + config.lambda_kd * kd
+        + config.lambda_kd_student * kd_s
     )
-    return LossTerms(total=total, task=task, sim=sim, unc=unc, kd=kd)
+    return LossTerms(total=total, task=task, sim=sim, unc=unc, kd=kd + kd_s)
 
 
 # --------------------------------------------------------------------------------------------

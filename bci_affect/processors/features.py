@@ -117,6 +117,10 @@ class Features:
     tensor : ndarray of float32, shape (..., n_chans, n_times), or None
         Re-referenced filtered window, zero rows for channels left out. Live, it may be a
         read-only view of a float32 copy of the stream (copy it before changing it).
+    sites : ndarray of float32, shape (..., n_sites, n_bands), or None
+        Differential entropy on the virtual 10-20 montage, z-scored with the session's own
+        statistics (:mod:`bci_affect.processors.sites`); ``None`` until the signals chain adds
+        it, or when no channel has a scalp position.
     """
 
     bands: tuple[str, ...]
@@ -126,6 +130,7 @@ class Features:
     faa: NDArray
     used: NDArray
     tensor: NDArray | None
+    sites: NDArray | None = None
 
     def __getitem__(self, i: int) -> Features:
         """Features of window ``i`` of a stacked result."""

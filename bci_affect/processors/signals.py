@@ -26,6 +26,7 @@ from bci_affect.processors.features import (
 )
 from bci_affect.processors.preprocess import Preprocess, PreprocessConfig
 from bci_affect.processors.quality import Quality, QualityConfig, QualityScorer, score_windows
+from bci_affect.processors.sites import SiteFeatures
 from bci_affect.processors.windower import FACE_TYPE, Window, WindowConfig, Windower
 
 logger = logging.getLogger(__name__)
@@ -126,13 +127,14 @@ class SignalPipeline:
         self.windower = Windower(self.config.window, clock=clock)
         self.scorer = QualityScorer(self.config.quality)
         self.extractor = FeatureExtractor(self.config.features)
+        self.sites = SiteFeatures()
         self._eeg_name: str | None = None
         self._spectra: WindowSpectra | None = None
         self._spectra_key: tuple | None = None
         self._epoch = self.windower.epoch
 
     def reset(self) -> None:
-        for step in (self.preprocess, self.windower, self.scorer, self.extractor):
+        for step in (self.preprocess, self.windower, self.scorer, self.extractor, self.sites):
             step.reset()
         self._eeg_name = None
         self._spectra = self._spectra_key = None
@@ -201,8 +203,16 @@ class SignalPipeline:
             spectra = self._shared_spectra(w) if w.complete else None
             powers = spectra(w) if spectra is not None else None
             q = self.scorer(w, powers)
-            out.append(WindowResult(w, q, self.extractor(w, ~q.bad, powers)))
+            out.append(
+                _with_sites(WindowResult(w, q, self.extractor(w, ~q.bad, powers)), self.sites)
+            )
         return out
+
+
+def _with_sites(result: WindowResult, sites: SiteFeatures) -> WindowResult:
+    """``result`` with its session-normalised virtual-site features (in push order)."""
+    z = sites(result.features.de, result.window.ch_names, float(result.quality.quality))
+    return replace(result, features=replace(result.features, sites=z))
 
 
 def iter_recording(
@@ -234,6 +244,7 @@ def iter_recording(
         return
     filtered = Preprocess(config.preprocess)(eeg)
     windower = Windower(config.window)
+    sites = SiteFeatures()
     pending: list[Window] = []
     block = max(1, int(round(10.0 * eeg.sfreq))) if eeg.sfreq > 0 else eeg.n_times
     face_pos = 0
@@ -250,11 +261,13 @@ def iter_recording(
             raw=replace(eeg, data=eeg.data[:, a:b], times=eeg.times[a:b]),
         )
         while len(pending) >= batch:
-            yield from _score_batch(pending[:batch], config)
+            for r in _score_batch(pending[:batch], config):
+                yield _with_sites(r, sites)
             pending = pending[batch:]
     pending += windower.flush()
     for i in range(0, len(pending), batch):
-        yield from _score_batch(pending[i : i + batch], config)
+        for r in _score_batch(pending[i : i + batch], config):
+            yield _with_sites(r, sites)
 
 
 def process_recording(

@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 
 from bci_affect.core.chunk import Chunk
 from bci_affect.core.errors import ConfigError
+from bci_affect.dsp.montage import VIRTUAL_SITES
 from bci_affect.models.teacher import (
     DEFAULT_LABEL_SCHEME,
     RATING_MAX,
@@ -42,7 +43,7 @@ from bci_affect.models.teacher import (
     ratings_to_labels,
 )
 from bci_affect.processors import SignalsConfig, WindowResult, iter_recording
-from bci_affect.training.inputs import window_arrays
+from bci_affect.training.inputs import site_array, window_arrays
 from bci_affect.training.markers import (
     TrialSpan,
     marker_events,
@@ -113,6 +114,7 @@ _WINDOW_FIELDS = (
     "face_mask",
     "eeg_de",
     "eeg_raw",
+    "eeg_sites",
     "emg_score",
     "eeg_quality",
     "muscle_score",
@@ -140,6 +142,9 @@ class WindowDataset:
         Differential entropy (nats), NaN for channels left out.
     eeg_raw : ndarray, shape (N, n_chans, n_times), float32, or None
         Filtered, re-referenced windows in µV (when the features kept the tensor).
+    eeg_sites : ndarray, shape (N, n_sites, n_bands), float32
+        Differential entropy on the virtual 10-20 montage, z-scored per session
+        (:mod:`bci_affect.processors.sites`); NaN where a session has no scalp positions.
     emg_score : ndarray, shape (N,), float32
         Model EMG score in [0, 1] (:func:`emg_score_from_muscle`).
     eeg_quality : ndarray, shape (N,), float32
@@ -192,6 +197,7 @@ class WindowDataset:
     label_scheme: str
     rating_threshold: float
     signals: SignalsConfig
+    eeg_sites: NDArray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -294,13 +300,39 @@ class WindowDataset:
             else 0,
         }
 
+    def montage_free(self) -> WindowDataset:
+        """The same windows with the virtual-site features as the EEG input: ``eeg_de`` is
+        ``eeg_sites``, the channels are the virtual sites, no filtered windows are kept, and
+        ``sfreq`` / ``n_times`` are 0 when the sessions had different rates."""
+        from bci_affect.dsp.montage import VIRTUAL_SITES  # noqa: PLC0415
+
+        if self.eeg_sites is None:
+            raise ConfigError("these windows carry no virtual-site features")
+        return replace(self, eeg_de=self.eeg_sites, eeg_raw=None, eeg_ch_names=tuple(VIRTUAL_SITES))
+
     @classmethod
     def concat(cls, parts: Sequence[WindowDataset]) -> WindowDataset:
-        """Join datasets made with the same channels, rate, window and label scheme."""
+        """Join datasets made with the same channels, rate, window and label scheme.
+
+        Sessions of different montages or rates are joined on their montage-free features
+        (:meth:`montage_free`): the per-channel features cannot be stacked then.
+        """
         parts = [p for p in parts if p is not None]
         if not parts:
             raise ConfigError("no datasets to join")
         first = parts[0]
+        mixed = any(
+            getattr(p, a) != getattr(first, a)
+            for p in parts[1:]
+            for a in ("eeg_ch_names", "sfreq", "n_times")
+        )
+        if mixed and all(_has_sites(p) for p in parts):
+            logger.info("sessions of several montages or rates: joined on virtual-site features")
+            rates = {p.sfreq for p in parts}
+            parts = [p.montage_free() for p in parts]
+            if len(rates) > 1 or len({p.n_times for p in parts}) > 1:
+                parts = [replace(p, sfreq=0.0, n_times=0) for p in parts]
+            first = parts[0]
         for p in parts[1:]:
             for attr in ("eeg_ch_names", "sfreq", "n_times", "bands", "label_scheme"):
                 if getattr(p, attr) != getattr(first, attr):
@@ -332,15 +364,22 @@ class WindowDataset:
             out["face"], out["face_mask"] = np.concatenate(faces), np.concatenate(masks)
         else:
             out["face"] = out["face_mask"] = None
-        has_raw = [p.eeg_raw is not None for p in parts]
         for k in _WINDOW_FIELDS:
             if k in ("face", "face_mask"):
                 continue
-            if k == "eeg_raw":
-                out[k] = np.concatenate([p.eeg_raw for p in parts]) if all(has_raw) else None
+            if k in ("eeg_raw", "eeg_sites"):
+                have = all(getattr(p, k) is not None for p in parts)
+                out[k] = np.concatenate([getattr(p, k) for p in parts]) if have else None
                 continue
             out[k] = np.concatenate([getattr(p, k) for p in parts])
         return replace(first, face_ch_names=face_names, **out)
+
+
+def _has_sites(ds: WindowDataset) -> bool:
+    """Whether every window can be scored on the virtual montage (a scalp position known)."""
+    return ds.eeg_sites is not None and (
+        len(ds) == 0 or bool(np.isfinite(ds.eeg_sites).any(axis=(1, 2)).all())
+    )
 
 
 def _empty_dataset(eeg: Chunk, face: Chunk | None, config: DatasetConfig) -> WindowDataset:
@@ -353,6 +392,7 @@ def _empty_dataset(eeg: Chunk, face: Chunk | None, config: DatasetConfig) -> Win
         face_mask=np.zeros((0, 1), bool) if face is not None else None,
         eeg_de=np.zeros((0, c, n_bands), np.float32),
         eeg_raw=np.zeros((0, c, n_times), np.float32) if config.signals.features.tensor else None,
+        eeg_sites=np.zeros((0, len(VIRTUAL_SITES), n_bands), np.float32),
         emg_score=np.zeros(0, np.float32),
         eeg_quality=np.zeros(0, np.float32),
         muscle_score=np.zeros(0),
@@ -485,6 +525,7 @@ def session_windows(
         face_mask=arrays["face_mask"],
         eeg_de=arrays["eeg_de"],
         eeg_raw=arrays["eeg_raw"],
+        eeg_sites=site_array(kept),
         emg_score=arrays["emg_score"],
         eeg_quality=arrays["eeg_quality"],
         muscle_score=np.array([r.quality.muscle_score for r in kept], dtype=np.float64),

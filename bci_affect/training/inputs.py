@@ -103,6 +103,7 @@ def window_arrays(
     *,
     n_frames: int | None = None,
     eeg_raw: bool = False,
+    sites: bool = False,
 ) -> dict[str, NDArray | None]:
     """Model inputs of scored windows as numpy arrays, by :class:`WindowBatch` field.
 
@@ -116,6 +117,10 @@ def window_arrays(
         the start). Default: the most frames of any window.
     eeg_raw : bool
         Also return the filtered, re-referenced window (needs ``FeatureConfig.tensor``).
+    sites : bool
+        ``eeg_de`` holds the session-normalised virtual-site features (``features.sites``,
+        shape (N, n_sites, n_bands); NaN for a window without them) instead of the per-channel
+        differential entropy: the input of a montage-free student.
 
     Returns
     -------
@@ -129,7 +134,8 @@ def window_arrays(
     n = len(results)
     if n == 0:
         raise ConfigError("no windows to convert")
-    de = np.stack([r.features.de for r in results]).astype(np.float32)
+    de = site_array(results) if sites else np.stack([r.features.de for r in results])
+    de = de.astype(np.float32)
     muscle = np.array([r.quality.muscle_score for r in results], dtype=np.float64)
     quality = np.array([r.quality.quality for r in results], dtype=np.float32)
     raw = None
@@ -175,10 +181,25 @@ def window_arrays(
     }
 
 
+def site_array(results: Sequence[WindowResult]) -> NDArray[np.float32]:
+    """``features.sites`` of each window, shape (N, n_sites, n_bands); NaN rows for windows
+    without them (a montage without scalp positions)."""
+    from bci_affect.dsp.montage import VIRTUAL_SITES  # noqa: PLC0415
+
+    n_bands = len(results[0].features.bands)
+    empty = np.full((len(VIRTUAL_SITES), n_bands), np.nan, np.float32)
+    return np.stack([r.features.sites if r.features.sites is not None else empty for r in results])
+
+
 def window_batch(
-    results: Sequence[WindowResult], *, n_frames: int | None = None, eeg_raw: bool = False
+    results: Sequence[WindowResult],
+    *,
+    n_frames: int | None = None,
+    eeg_raw: bool = False,
+    sites: bool = False,
 ) -> Any:
     """:func:`window_arrays` as a :class:`~bci_affect.models.transfer.WindowBatch`."""
     from bci_affect.models.transfer import WindowBatch
 
-    return WindowBatch.from_arrays(**window_arrays(results, n_frames=n_frames, eeg_raw=eeg_raw))
+    arrays = window_arrays(results, n_frames=n_frames, eeg_raw=eeg_raw, sites=sites)
+    return WindowBatch.from_arrays(**arrays)

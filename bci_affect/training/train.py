@@ -31,6 +31,7 @@ import torch
 from numpy.typing import NDArray
 
 from bci_affect.core.errors import ConfigError
+from bci_affect.dsp.montage import VIRTUAL_SITES
 from bci_affect.models.finetune import (
     EpochCallback,
     TrainConfig,
@@ -38,6 +39,7 @@ from bci_affect.models.finetune import (
     finetune,
     fit,
     fit_conformal,
+    fit_fusion,
     predict,
 )
 from bci_affect.models.student import LogisticBaseline
@@ -88,7 +90,7 @@ class TrainSettings:
 
     Parameters
     ----------
-    eeg_inputs : {"de", "raw", "both"}
+    eeg_inputs : {"sites", "de", "raw", "both"}
         Student input: differential entropy per band, the filtered window, or both.
     split : {"trial", "session", "subject"}
         What the validation split keeps whole.
@@ -100,23 +102,34 @@ class TrainSettings:
         Optimisation (epochs, batch size, learning rate, loss weights...); its ``seed`` is
         replaced by ``seed``.
     conformal_coverage : float or None
-        Coverage of the conformal sets fitted on the validation windows; ``None``: none.
+        Coverage of the conformal sets fitted on the calibration windows; ``None``: none.
+    calibration_fraction : float
+        Fraction of the training trials (sessions, subjects: the ``split`` unit) held out of
+        the training itself to fit the fused output (how much each modality counts, and its
+        temperature: :func:`~bci_affect.models.finetune.fit_fusion`) and the conformal sets on
+        windows the heads did not train on; 0: the fusion stays as trained and the conformal
+        sets are fitted on the validation windows.
     emg_clean_threshold : float
         EMG score below which a window counts as EMG-clean in the metrics.
     model_overrides : tuple of (str, value)
         Extra :class:`~bci_affect.models.transfer.ModelConfig` fields (sizes, temperatures).
     """
 
-    eeg_inputs: str = "de"
+    eeg_inputs: str = "sites"
     split: str = "trial"
     val_fraction: float = 0.2
     seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30))
     conformal_coverage: float | None = 0.9
+    calibration_fraction: float = 0.2
     emg_clean_threshold: float = 0.3
     model_overrides: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.calibration_fraction) and 0 <= self.calibration_fraction < 1):
+            raise ConfigError(
+                f"calibration_fraction must be in [0, 1), got {self.calibration_fraction}"
+            )
         if self.split not in SPLIT_UNITS:
             raise ConfigError(f"unknown split {self.split!r}; valid: {', '.join(SPLIT_UNITS)}")
         if not (math.isfinite(self.val_fraction) and 0.0 <= self.val_fraction < 1.0):
@@ -149,7 +162,7 @@ class FinetuneSettings:
 
     Parameters
     ----------
-    split, val_fraction, seed, conformal_coverage, emg_clean_threshold
+    split, val_fraction, seed, conformal_coverage, calibration_fraction, emg_clean_threshold
         As in :class:`TrainSettings`.
     train : TrainConfig
         Optimisation; default: 15 epochs, learning rate 1e-3, teacher frozen.
@@ -171,6 +184,7 @@ class FinetuneSettings:
         )
     )
     conformal_coverage: float | None = 0.9
+    calibration_fraction: float = 0.25
     emg_clean_threshold: float = 0.3
     refit_eeg_stats: bool = True
 
@@ -179,6 +193,7 @@ class FinetuneSettings:
             split=self.split,
             val_fraction=self.val_fraction,
             conformal_coverage=self.conformal_coverage,
+            calibration_fraction=self.calibration_fraction,
             emg_clean_threshold=self.emg_clean_threshold,
         )
 
@@ -201,6 +216,9 @@ class TrainResult:
     history : TrainHistory
     seconds : float
         Wall time of the whole call.
+    fusion : dict
+        How the fused output was fitted on held-out training windows
+        (:func:`~bci_affect.models.finetune.fit_fusion`); empty when it was not.
     """
 
     model: AffectModel
@@ -208,6 +226,7 @@ class TrainResult:
     metrics: dict[str, Any]
     history: TrainHistory
     seconds: float
+    fusion: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,25 +508,29 @@ def model_config_for(
             "no session has a FaceFeatures stream: the model needs the face channel layout; "
             "record the sessions with a camera (bci-affect camera)"
         )
-    if eeg_inputs != "de" and dataset.eeg_raw is None:
+    if eeg_inputs in ("raw", "both") and dataset.eeg_raw is None:
         raise ConfigError(
             f"eeg_inputs={eeg_inputs!r} needs the filtered windows; build the dataset with "
             "FeatureConfig(tensor=True)"
         )
+    free = eeg_inputs == "sites"
     return ModelConfig(
         face_ch_names=dataset.face_ch_names,
-        eeg_ch_names=dataset.eeg_ch_names,
+        eeg_ch_names=VIRTUAL_SITES if free else dataset.eeg_ch_names,
         label_scheme=dataset.label_scheme,
         eeg_inputs=eeg_inputs,
         n_bands=len(dataset.bands),
-        n_times=dataset.n_times,
-        sfreq=dataset.sfreq,
+        n_times=None if free else dataset.n_times,
+        sfreq=None if free else dataset.sfreq,
         **overrides,
     )
 
 
 def _for_inputs(data: WindowDataset, eeg_inputs: str) -> WindowDataset:
-    """Drop the filtered windows when the student does not read them (less memory)."""
+    """The windows as the student reads them: the virtual-site features for ``"sites"``;
+    without the filtered windows when the student does not read them (less memory)."""
+    if eeg_inputs == "sites":
+        return data if data.eeg_ch_names == VIRTUAL_SITES else data.montage_free()
     return replace(data, eeg_raw=None) if eeg_inputs == "de" else data
 
 
@@ -545,6 +568,38 @@ def _baselines(train: WindowDataset) -> tuple[int, LogisticBaseline | None]:
     return maj, logistic
 
 
+def _calibration_split(
+    train: WindowDataset, unit: str, fraction: float, seed: int, say: Progress
+) -> tuple[WindowDataset, WindowDataset]:
+    """``train`` split into the windows to train on and held-out calibration windows (whole
+    ``unit`` groups) that fit the fusion and the conformal sets; no calibration part when the
+    training part would lose a class or ``fraction`` is 0."""
+    cal = train.subset(np.zeros(len(train), bool))
+    if fraction <= 0:
+        return train, cal
+    inner = split_dataset(train, unit=unit, val_fraction=fraction, seed=seed + 1)
+    if len(inner.val) and np.unique(train.labels[inner.train]).size >= 2:
+        say(
+            f"calibration: {len(inner.val)} windows ({len(inner.val_groups)} {inner.unit}s) held "
+            "out of training to fit the fusion and the conformal sets"
+        )
+        return train.subset(inner.train), train.subset(inner.val)
+    return train, cal
+
+
+def _fit_fusion(model: AffectModel, cal: WindowDataset, say: Progress) -> dict[str, Any]:
+    if not len(cal):
+        return {}
+    fusion = fit_fusion(model, cal.batch(), cal.labels)
+    if fusion.get("n"):
+        say(
+            f"fusion fitted on {fusion['n']} held-out windows: face x{fusion['w_face']:.2f}, "
+            f"EEG x{fusion['w_eeg']:.2f} (log-loss {fusion['nll_before']:.3f} -> "
+            f"{fusion['nll_after']:.3f})"
+        )
+    return fusion
+
+
 def train_model(
     dataset: WindowDataset,
     settings: TrainSettings | None = None,
@@ -578,6 +633,9 @@ def train_model(
         f"split by {split.unit}: {len(train)} training windows ({len(split.train_groups)} "
         f"{split.unit}s), {len(val)} validation windows ({len(split.val_groups)} {split.unit}s)"
     )
+    train, cal = _calibration_split(
+        train, settings.split, settings.calibration_fraction, settings.seed, say
+    )
     torch.manual_seed(settings.seed)
     config = model_config_for(data, settings.eeg_inputs, **dict(settings.model_overrides))
     model = AffectModel.from_config(config)
@@ -585,8 +643,12 @@ def train_model(
     say(f"training on {len(train)} windows, {train_cfg.epochs} epochs")
     history = fit(model, train.batch(), train.labels, train_cfg, on_epoch=_epoch_reporter(progress))
     say(f"trained in {history.seconds:.1f} s on {history.device}")
-    if len(val) and settings.conformal_coverage is not None:
-        fit_conformal(model, val.batch(), val.labels, coverage=settings.conformal_coverage)
+    fusion = _fit_fusion(model, cal, say)
+    conf_set = cal if len(cal) else val
+    if len(conf_set) and settings.conformal_coverage is not None:
+        fit_conformal(
+            model, conf_set.batch(), conf_set.labels, coverage=settings.conformal_coverage
+        )
     maj, logistic = _baselines(train)
     kw = {
         "majority_class": maj,
@@ -596,7 +658,9 @@ def train_model(
     metrics = {"train": score_dataset(model, train, **kw)}
     if len(val):
         metrics["val"] = score_dataset(model, val, **kw)
-    return TrainResult(model, split, _finite(metrics), history, time.perf_counter() - t0)
+    return TrainResult(
+        model, split, _finite(metrics), history, time.perf_counter() - t0, _finite(fusion)
+    )
 
 
 def finetune_model(
@@ -649,6 +713,9 @@ def finetune_model(
     )
     train, val = data.subset(split.train), data.subset(split.val)
     _check_trainable(train, "calibration")
+    fit_part, cal = _calibration_split(
+        train, settings.split, settings.calibration_fraction, settings.seed, say
+    )
     tuned = copy.deepcopy(model).cpu()
     tuned.conformal = None
     maj, logistic = _baselines(train)
@@ -661,20 +728,26 @@ def finetune_model(
     if len(val):
         metrics["val_before"] = score_dataset(model, val, **kw)
     if settings.refit_eeg_stats:  # the training trials' EEG only: validation stays unseen
-        seen = train.batch()
+        seen = fit_part.batch()
         tuned.student.fit_input_stats(seen.eeg_de, seen.eeg_raw)
     say(
-        f"fine-tuning on {len(train)} windows ({len(split.train_groups)} {split.unit}s), "
-        f"{len(val)} held out ({len(split.val_groups)} {split.unit}s)"
+        f"fine-tuning on {len(fit_part)} windows ({len(split.train_groups)} {split.unit}s "
+        f"less the calibration part), {len(val)} held out ({len(split.val_groups)} {split.unit}s)"
     )
     train_cfg = replace(settings.train, seed=settings.seed)
     history = finetune(
-        tuned, train.batch(), train.labels, train_cfg, on_epoch=_epoch_reporter(progress)
+        tuned, fit_part.batch(), fit_part.labels, train_cfg, on_epoch=_epoch_reporter(progress)
     )
     say(f"fine-tuned in {history.seconds:.1f} s")
-    if len(val) and settings.conformal_coverage is not None:
-        fit_conformal(tuned, val.batch(), val.labels, coverage=settings.conformal_coverage)
+    fusion = _fit_fusion(tuned, cal, say)
+    conf_set = cal if len(cal) else val
+    if len(conf_set) and settings.conformal_coverage is not None:
+        fit_conformal(
+            tuned, conf_set.batch(), conf_set.labels, coverage=settings.conformal_coverage
+        )
     metrics["train"] = score_dataset(tuned, train, **kw)
     if len(val):
         metrics["val"] = score_dataset(tuned, val, **kw)
-    return TrainResult(tuned, split, _finite(metrics), history, time.perf_counter() - t0)
+    return TrainResult(
+        tuned, split, _finite(metrics), history, time.perf_counter() - t0, _finite(fusion)
+    )

@@ -1,4 +1,5 @@
-"""Fusion of Dirichlet opinions by Dempster's rule (trusted multi-view classification).
+"""Fusion of Dirichlet opinions: Dempster's rule (trusted multi-view classification), and the
+learned, reliability-weighted pool the model fuses its two heads with (end of this module).
 
 Each modality gives a subjective opinion over ``K`` classes: beliefs ``b_k = e_k / S`` and an
 uncertainty mass ``u = K / S`` with ``sum_k b_k + u = 1`` (see :mod:`.dirichlet`). Two opinions
@@ -26,19 +27,25 @@ or conflicting the opinions). Properties the tests check:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from bci_affect.core.errors import ConfigError, ShapeError
 from bci_affect.uncertainty.dirichlet import MAX_EVIDENCE, sanitize_evidence
 
 __all__ = [
+    "FusionPool",
     "alpha_from_opinion",
     "combine_evidence",
     "ds_combine",
+    "fit_pool",
     "fuse_alphas",
     "opinion_from_alpha",
+    "opinion_from_probs",
+    "pool_logits",
 ]
 
 
@@ -127,3 +134,142 @@ def fuse_alphas(alphas: Sequence[Tensor]) -> Tensor:
     for alpha in alphas[1:]:
         fused = ds_combine(fused, alpha)
     return fused
+
+
+# --------------------------------------------------------------------------------------------
+# Learned, reliability-weighted pooling of the two heads (the model's fused output)
+# --------------------------------------------------------------------------------------------
+#
+# Dempster's reduced rule adds evidence even when the two opinions conflict, so an
+# uninformative modality can only pull the fused decision away from the informative one. The
+# model fuses by a weighted geometric pool of the two heads' class probabilities instead
+# (a product of experts with learned exponents, as in confidence-aware weighting):
+#
+#     s_k = w_face * r_face * log p_face,k + w_eeg * r_eeg * log p_eeg,k + b_k
+#     p   = softmax(s)
+#
+# ``r`` are the per-window reliabilities (face quality, EEG quality x EMG discount; 0 when a
+# modality is missing), ``w >= 0`` and ``b`` are fitted on held-out windows
+# (:func:`fit_pool`): a modality that does not help gets ``w`` near 0 and is ignored, and the
+# fit is a temperature scaling of the fused output at the same time. The fused Dirichlet
+# opinion then takes the pooled probabilities as its mean and sets its strength from them:
+# ``u = (1 - max p) * K / (K - 1)`` (1 for a uniform ``p``, 0 for a certain one) and
+# ``alpha = p * K / u``, so the uncertainty is the calibrated chance of an error, rescaled.
+
+
+def pool_logits(
+    log_p_face: Tensor,
+    log_p_eeg: Tensor,
+    rel_face: Tensor,
+    rel_eeg: Tensor,
+    weights: Tensor,
+    bias: Tensor,
+) -> Tensor:
+    """Weighted geometric pool of two heads, as logits.
+
+    Parameters
+    ----------
+    log_p_face, log_p_eeg : Tensor, shape (B, K)
+        Log class probabilities of each head.
+    rel_face, rel_eeg : Tensor, shape (B,)
+        Reliabilities in [0, 1] (0: the modality is missing).
+    weights : Tensor, shape (2,)
+        Non-negative exponents ``(w_face, w_eeg)``.
+    bias : Tensor, shape (K,)
+        Class bias.
+
+    Returns
+    -------
+    Tensor, shape (B, K)
+    """
+    a = (weights[0] * rel_face).unsqueeze(-1)  # (B, 1)
+    c = (weights[1] * rel_eeg).unsqueeze(-1)  # (B, 1)
+    return a * log_p_face + c * log_p_eeg + bias
+
+
+def opinion_from_probs(probs: Tensor, min_uncertainty: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """The Dirichlet opinion with mean ``probs`` and uncertainty ``(1 - max p) K / (K - 1)``.
+
+    Parameters
+    ----------
+    probs : Tensor, shape (B, K)
+    min_uncertainty : float
+        Floor of ``u`` (keeps the strength finite).
+
+    Returns
+    -------
+    alpha : Tensor, shape (B, K)
+    uncertainty : Tensor, shape (B,)
+    """
+    k = probs.shape[-1]
+    u = ((1.0 - probs.amax(dim=-1)) * (k / (k - 1))).clamp(min_uncertainty, 1.0)  # (B,)
+    return probs * (k / u).unsqueeze(-1), u
+
+
+class FusionPool:
+    """Namespace of the pool's parameterisation: ``w = softplus(raw)``."""
+
+    #: raw value whose softplus is 1 (the untrained pool multiplies the two heads)
+    RAW_ONE = math.log(math.e - 1.0)
+
+    @staticmethod
+    def weights(raw: Tensor) -> Tensor:
+        return torch.nn.functional.softplus(raw)
+
+
+def fit_pool(
+    log_p_face: Tensor,
+    log_p_eeg: Tensor,
+    rel_face: Tensor,
+    rel_eeg: Tensor,
+    labels: Tensor,
+    *,
+    raw_init: Tensor,
+    bias_init: Tensor,
+    l2: float = 0.05,
+    max_iter: int = 200,
+) -> tuple[Tensor, Tensor]:
+    """Fit the pool's exponents and bias by penalised log-loss on held-out windows.
+
+    Parameters
+    ----------
+    log_p_face, log_p_eeg : Tensor, shape (N, K)
+        Log probabilities of each head on windows the heads did not train on.
+    rel_face, rel_eeg : Tensor, shape (N,)
+    labels : Tensor of int, shape (N,)
+    raw_init, bias_init : Tensor, shapes (2,) and (K,)
+        Starting point, and the values the L2 penalty pulls towards (so a handful of windows
+        moves the pool only a little).
+    l2 : float
+        Penalty weight (per window: ``l2 * ||theta - theta_0||^2`` is added to the mean
+        log-loss).
+    max_iter : int
+        L-BFGS iterations.
+
+    Returns
+    -------
+    raw, bias : Tensor
+        Fitted parameters (detached).
+    """
+    n = int(labels.shape[0])
+    if n == 0:
+        return raw_init.detach().clone(), bias_init.detach().clone()
+    lf, le = log_p_face.detach().double(), log_p_eeg.detach().double()
+    rf, re_ = rel_face.detach().double(), rel_eeg.detach().double()
+    y = labels.detach().long()
+    r0, b0 = raw_init.detach().double(), bias_init.detach().double()
+    raw = r0.clone().requires_grad_(True)
+    bias = b0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([raw, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        s = pool_logits(lf, le, rf, re_, FusionPool.weights(raw), bias)
+        loss = torch.nn.functional.cross_entropy(s, y) + l2 * (
+            (raw - r0).pow(2).sum() + (bias - b0).pow(2).sum()
+        )
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return raw.detach().float(), bias.detach().float()

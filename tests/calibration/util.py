@@ -9,6 +9,7 @@ import numpy as np
 from acquisition.xdf import XdfSource
 from bci_affect.engine.models import bundled_model_path
 from bci_affect.models.checkpoint import load_checkpoint, save_checkpoint
+from bci_affect.models.teacher import rating_to_label
 from bci_affect.processors import process_recording
 from bci_affect.training.inputs import window_arrays
 from bci_affect.training.model_io import load_model
@@ -36,9 +37,11 @@ def labelled_store(
     span_s: float = 8.0,
     xdf: Path = DEMO,
     seed: int = 0,
+    live: str = "random",
 ) -> tuple[Path, int]:
     """A store whose subject answered queries covering about ``n_windows`` windows of
-    ``xdf`` (random ratings; each window's live probabilities are a random distribution).
+    ``xdf`` (random ratings; each window's live probabilities are a random distribution, or
+    with ``live="right"`` / ``"wrong"`` sure of the answer's class / of another class).
 
     Returns the store path and the number of labelled windows.
     """
@@ -65,7 +68,13 @@ def labelled_store(
             if not in_span:
                 raise ValueError(f"{xdf} has fewer than {n_windows} complete windows")
             in_span = in_span[: n_windows - n_done]
+            v, ar = (int(x) for x in rng.integers(1, 10, 2))
             probs = rng.dirichlet(np.ones(len(classes)), size=len(in_span))
+            if live != "random":
+                label = rating_to_label(v, ar, scheme=trained.model.config.label_scheme)
+                target = label if live == "right" else (label + 1) % len(classes)
+                probs = np.full((len(in_span), len(classes)), 0.01)
+                probs[:, target] = 1.0 - 0.01 * (len(classes) - 1)
             q = store.add_query(
                 ses.id,
                 t_start=t,
@@ -82,12 +91,11 @@ def labelled_store(
             )
             windows = []
             for r in in_span:
-                a = window_arrays([r], eeg_raw=False)
+                a = window_arrays([r], eeg_raw=False, sites=trained.model.config.montage_free)
                 one = {k: None if a[k] is None else np.asarray(a[k][0]) for k in INPUT_KEYS}
                 windows.append((int(r.window.index), float(r.window.t_end), one))
             store.add_query_windows(q.id, windows)
             store.mark_shown(q.id, 1.0)
-            v, ar = (int(x) for x in rng.integers(1, 10, 2))
             store.answer(Answer(q.id, v, ar, False, 2.0))
             n_done += len(in_span)
             t += span_s

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bci_affect.core.errors import ConfigError
-from bci_affect.models.transfer import LossConfig, compute_losses, emg_weights
+from bci_affect.models.transfer import AffectModel, LossConfig, compute_losses, emg_weights
 
 from .synthetic import make_windows
 
@@ -137,3 +137,28 @@ def test_uncertain_windows_are_down_weighted(model, batch_and_labels):
         LossConfig(use_sim=False, use_unc=False, use_kd=False, reweight_by_uncertainty=False),
     )
     torch.testing.assert_close(weighted.task, first_half_only.task)
+
+
+def test_student_distillation_needs_no_label_and_follows_the_face_reliability():
+    from .synthetic import EEG_CH_NAMES, FACE_CH_NAMES
+
+    torch.manual_seed(0)
+    model = AffectModel(8, 4, face_ch_names=FACE_CH_NAMES, eeg_ch_names=EEG_CH_NAMES).train()
+    d = make_windows(8, seed=2, face_missing=0.0).batch
+    unlabelled = torch.full((8,), -1)
+    out = model(d)
+    off = compute_losses(out, unlabelled, LossConfig(use_kd=False, use_task=False))
+    on = compute_losses(
+        out, unlabelled, LossConfig(use_kd=False, use_task=False, lambda_kd_student=1.0)
+    )
+    assert float(on.total) > float(off.total) and float(on.kd) > 0
+    on.total.backward()
+    assert model.student.head_out.weight.grad.abs().sum() > 0  # the student's own head learns
+    # without a reliable face there is nothing to distil
+    model.zero_grad()
+    out = model(d)
+    out.face_reliability = torch.zeros(8)
+    none = compute_losses(
+        out, unlabelled, LossConfig(use_kd=False, use_task=False, lambda_kd_student=1.0)
+    )
+    assert float(none.kd) == 0.0

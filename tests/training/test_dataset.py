@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bci_affect.core import Chunk, ConfigError, StreamNotFoundError
+from bci_affect.dsp.montage import VIRTUAL_SITES
 from bci_affect.models.teacher import class_names
 from bci_affect.processors import SignalPipeline, SignalsConfig
 from bci_affect.training.dataset import (
@@ -153,12 +154,26 @@ def test_sessions_join_and_subjects_come_from_the_caller(session_path, streams):
     assert len(sub) == 26 and sub.face.shape[1:] == ds.face.shape[1:]
 
 
-def test_a_session_on_another_montage_is_refused(tmp_path, streams):
+def test_sessions_of_other_montages_join_on_the_virtual_montage(tmp_path, streams):
     other = write_session(
         tmp_path / "o.xdf", trial_markers(TRIALS[:1]), ch_names=("Fz", "Cz", "Pz", "Oz")
     )
+    one = build_dataset([("s", streams)], DatasetConfig(signals=SIGNALS))
+    both = build_dataset(
+        [("s", streams), ("o", load_streams(other))], DatasetConfig(signals=SIGNALS)
+    )
+    assert both.eeg_ch_names == VIRTUAL_SITES and both.eeg_raw is None
+    assert both.eeg_de.shape[1:] == (len(VIRTUAL_SITES), len(both.bands))
+    np.testing.assert_array_equal(both.eeg_de[: len(one)], one.eeg_sites)
+    assert np.isfinite(both.eeg_de).all(axis=(1, 2)).all()
+    # a session whose labels have no scalp position cannot join: refused, naming the montage
+    nowhere = write_session(
+        tmp_path / "n.xdf", trial_markers(TRIALS[:1]), ch_names=("EEG1", "EEG2", "EEG3", "EEG4")
+    )
     with pytest.raises(ConfigError, match="eeg_ch_names"):
-        build_dataset([("s", streams), ("o", load_streams(other))], DatasetConfig(signals=SIGNALS))
+        build_dataset(
+            [("s", streams), ("n", load_streams(nowhere))], DatasetConfig(signals=SIGNALS)
+        )
 
 
 def test_no_rated_trial_is_a_clear_error(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bci_affect.core import ConfigError
+from bci_affect.dsp.montage import VIRTUAL_SITES
 from bci_affect.pretrained import default_model_path, load_default_model
 from bci_affect.processors import SignalPipeline
 from bci_affect.training.inputs import window_batch
@@ -22,7 +23,8 @@ def test_the_bundled_model_is_small_and_documents_itself():
     assert set(files) == {"config.json", "weights.safetensors"}
     assert sum(files.values()) < 1_000_000
     doc = json.loads((path / "config.json").read_text())
-    assert doc["config"]["eeg_ch_names"] == list(CYTON) and doc["config"]["sfreq"] == 250.0
+    assert doc["config"]["eeg_inputs"] == "sites"  # montage-free: any board
+    assert doc["config"]["eeg_ch_names"] == list(VIRTUAL_SITES) and doc["config"]["sfreq"] is None
     assert doc["class_names"] == ["LVLA", "LVHA", "HVLA", "HVHA"] and doc["calibrated"]
     meta = doc["metadata"]
     assert "scripts/make_default_model.sh" in meta["description"]
@@ -43,7 +45,7 @@ def test_the_bundled_model_scores_a_simulated_session_live(sim_dataset):
         results += pipe(eeg.slice_times(t, t + step))
     results += pipe.flush()
     assert len(results) > 100
-    batch = window_batch(results, eeg_raw=m.model.config.eeg_inputs != "de")
+    batch = window_batch(results, sites=m.model.config.montage_free)
     with torch.inference_mode():
         out = m.model(batch)
     probs = out.probs.numpy()
@@ -56,6 +58,19 @@ def test_the_bundled_model_scores_a_simulated_session_live(sim_dataset):
     assert out.face_available.any()
 
 
-def test_the_bundled_model_refuses_another_montage():
-    with pytest.raises(ConfigError, match="was trained on EEG channels"):
-        load_default_model(eeg=eeg_info(("Fz", "Cz", "Pz", "Oz")))
+@pytest.mark.parametrize(
+    "ch_names",
+    [
+        CYTON,
+        ("TP9", "AF7", "AF8", "TP10"),  # Muse
+        ("Fz", "C3", "Cz", "C4", "Pz", "PO7", "Oz", "PO8"),  # part of BrainFlow's synthetic board
+        ("Fp1", "Fp2", "O1", "O2"),  # a Ganglion named with --montage
+    ],
+)
+def test_the_bundled_model_fits_any_montage_with_scalp_positions(ch_names):
+    assert load_default_model(eeg=eeg_info(ch_names)).model.config.montage_free
+
+
+def test_the_bundled_model_refuses_labels_without_scalp_positions():
+    with pytest.raises(ConfigError, match="no scalp position.*--montage"):
+        load_default_model(eeg=eeg_info(("EEG1", "EEG2", "EEG3", "EEG4")))

@@ -14,11 +14,12 @@ import pytest
 
 from bci_affect.cli import main
 from bci_affect.core import ConfigError, StreamInfo
+from bci_affect.dsp.montage import VIRTUAL_SITES
 from bci_affect.models.finetune import predict
 from bci_affect.models.teacher import class_names
 from bci_affect.training.model_io import load_model
 
-from .sessions import CYTON, eeg_info
+from .sessions import eeg_info
 
 
 def _run(*argv: str) -> tuple[int, str, str]:
@@ -47,7 +48,9 @@ def test_train_writes_a_model_that_names_its_stream(trained):
     assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in out.iterdir())
     doc = json.loads((out / "config.json").read_text())
     cfg, meta = doc["config"], doc["metadata"]
-    assert cfg["eeg_ch_names"] == list(CYTON) and cfg["sfreq"] == 250.0 and cfg["n_times"] == 1000
+    # montage-free by default: the student reads the virtual 10-20 sites, any rate
+    assert cfg["eeg_inputs"] == "sites" and cfg["eeg_ch_names"] == list(VIRTUAL_SITES)
+    assert cfg["sfreq"] is None and cfg["n_times"] is None
     assert len(cfg["face_ch_names"]) == 160
     assert doc["class_names"] == list(class_names("quadrant"))
     feats = meta["features"]
@@ -92,7 +95,7 @@ def test_the_model_loads_and_scores_windows(trained, sim_windows):
     m = load_model(out, eeg=eeg_info(), window_s=4.0, label_scheme="quadrant")
     assert m.signals.window.window_s == 4.0 and m.signals.preprocess.notch_hz == 60.0
     assert bool(m.model.calibrated) and m.model.conformal is not None
-    res = predict(m.model, sim_windows.batch(np.arange(50)))
+    res = predict(m.model, sim_windows.montage_free().batch(np.arange(50)))
     probs = res.probs.numpy()
     assert np.isfinite(probs).all() and np.allclose(probs.sum(1), 1.0, atol=1e-5)
     assert res.prediction_sets is not None
@@ -219,12 +222,12 @@ def test_loading_refuses_a_live_stream_it_does_not_fit(trained, uid):
         finally:
             outlet.close()
 
-    other_montage = live_info(("Fz", "Cz", "Pz", "Oz", "C3", "C4", "O1", "O2"), 250.0)
-    with pytest.raises(ConfigError, match=r"missing \['Fp1', 'Fp2', 'P7', 'P8'\]; extra \['Fz'"):
-        load_model(out, eeg=other_montage)
-    faster = live_info(CYTON, 500.0)
-    with pytest.raises(ConfigError, match="trained on EEG at 250 Hz, the stream runs at 500 Hz"):
-        load_model(out, eeg=faster)
-    assert load_model(out, eeg=live_info(CYTON, 250.0)).model.config.eeg_ch_names == CYTON
+    # a montage-free model fits any montage and rate with known scalp positions ...
+    other_montage = live_info(("Fz", "Cz", "Pz", "Oz", "C3", "C4", "O1", "O2"), 500.0)
+    assert load_model(out, eeg=other_montage).model.config.montage_free
+    # ... and refuses labels without one, naming --montage
+    nowhere = live_info(tuple(f"EXG Channel {i}" for i in range(8)), 250.0)
+    with pytest.raises(ConfigError, match="no scalp position.*--montage"):
+        load_model(out, eeg=nowhere)
     with pytest.raises(ConfigError, match="trained on 4 s windows, not 2 s"):
         load_model(out, window_s=2.0)

@@ -1,0 +1,75 @@
+"""The learned pool of the two heads: it learns to ignore a modality that does not help."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bci_affect.uncertainty.fusion import FusionPool, fit_pool, opinion_from_probs, pool_logits
+
+
+def _heads(n: int, informative_eeg: bool, seed: int = 0):
+    """Face head right ~78 % of the time; EEG head more confident and either informative
+    (independent errors; surer when right, as real heads are) or pure noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+
+    def head(acc: float, sharp: float, informative: bool) -> torch.Tensor:
+        guess = np.where(rng.random(n) < acc, y, rng.integers(0, 4, n))
+        if not informative:
+            guess = rng.integers(0, 4, n)
+        surer = np.where(guess == y, 1.5, 0.7) if informative else 1.0
+        logits = rng.normal(0, 0.3, (n, 4))
+        logits[np.arange(n), guess] += sharp * surer * rng.lognormal(0, 0.3, n)
+        return torch.log_softmax(torch.as_tensor(logits, dtype=torch.float32), -1)
+
+    return head(0.7, 1.5, True), head(0.6, 3.0, informative_eeg), torch.as_tensor(y)
+
+
+def _nll(log_t, log_s, w, b, y) -> float:
+    s = pool_logits(log_t, log_s, torch.ones(len(y)), torch.ones(len(y)), w, b)
+    return float(torch.nn.functional.cross_entropy(s, y))
+
+
+def test_an_uninformative_modality_gets_no_weight_and_does_no_harm():
+    log_t, log_s, y = _heads(2000, informative_eeg=False)
+    ones = torch.ones(len(y))
+    raw, bias = fit_pool(
+        log_t, log_s, ones, ones, y, raw_init=torch.full((2,), FusionPool.RAW_ONE),
+        bias_init=torch.zeros(4), l2=1e-3,
+    )  # fmt: skip
+    w = FusionPool.weights(raw)
+    assert w[1] < 0.1 * w[0]
+    # on fresh windows: the fused log-loss is no worse than the face head's alone (well
+    # calibrated), while the untrained product of the two heads is far worse
+    log_t2, log_s2, y2 = _heads(2000, informative_eeg=False, seed=1)
+    face_alone = float(torch.nn.functional.nll_loss(log_t2, y2))
+    fused = _nll(log_t2, log_s2, w, bias, y2)
+    naive = _nll(log_t2, log_s2, torch.ones(2), torch.zeros(4), y2)
+    assert fused <= face_alone + 0.01 and naive > face_alone + 0.2
+
+
+def test_an_informative_modality_is_used_and_beats_either_alone():
+    log_t, log_s, y = _heads(2000, informative_eeg=True)
+    ones = torch.ones(len(y))
+    raw, bias = fit_pool(
+        log_t, log_s, ones, ones, y, raw_init=torch.full((2,), FusionPool.RAW_ONE),
+        bias_init=torch.zeros(4), l2=1e-3,
+    )  # fmt: skip
+    w = FusionPool.weights(raw)
+    assert w[1] > 0.2
+    log_t2, log_s2, y2 = _heads(2000, informative_eeg=True, seed=1)
+    fused = torch.softmax(pool_logits(log_t2, log_s2, ones, ones, w, bias), -1)
+    acc = float((fused.argmax(-1) == y2).float().mean())
+    assert acc > float((log_t2.argmax(-1) == y2).float().mean())
+    assert acc > float((log_s2.argmax(-1) == y2).float().mean())
+
+
+def test_the_opinion_keeps_the_probabilities_and_ranks_like_max_p():
+    p = torch.softmax(torch.randn(50, 4) * 2, -1)
+    alpha, u = opinion_from_probs(p)
+    torch.testing.assert_close(alpha / alpha.sum(-1, keepdim=True), p)
+    order_u = torch.argsort(u)
+    order_p = torch.argsort(-p.amax(-1))
+    torch.testing.assert_close(u[order_u], u[order_p])  # same ranking as 1 - max p
+    assert float(opinion_from_probs(torch.full((1, 4), 0.25))[1]) == 1.0
