@@ -69,26 +69,31 @@ class RoundSettings:
         Cross-fitting folds of whole answers (the out-of-sample estimate).
     anchor_l2 : float
         Pull of the fine-tuned weights towards the starting version's.
-    fusion_l2 : float
-        Pull of the refitted fusion towards the starting version's.
+    fusion_prior : float
+        Pull of the refitted fusion towards the starting version's, in answers (see
+        :func:`bci_affect.uncertainty.fusion.select_pool`).
     tolerance : float
         Log-loss (nats per window) by which a candidate may exceed the current version's
         and still be adopted (its accuracy must not be lower).
     kd_student : float
         Weight of the face teacher's soft labels on the session's unlabelled windows with a
         face, distilled into the EEG student (``LossConfig.lambda_kd_student``).
+    face_stride : int
+        Every ``face_stride``-th face frame of a window is used (the teacher pools the frames
+        of a window; fewer frames make a round several times faster).
     """
 
-    epochs: int = 15
+    epochs: int = 10
     lr: float = 1e-3
     coverage: float = 0.9
     rating_threshold: float = 5.0
     seed: int = 0
     folds: int = 5
     anchor_l2: float = 0.1
-    fusion_l2: float = 0.1
+    fusion_prior: float = 0.5
     tolerance: float = 0.02
     kd_student: float = 0.5
+    face_stride: int = 4
 
 
 def stack_inputs(windows: list[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray | None]:
@@ -265,6 +270,17 @@ class RoundResult:
         return d
 
 
+def _stride_frames(arrays: dict | None, stride: int) -> dict | None:
+    """Every ``stride``-th face frame of stacked inputs (``None`` passes through)."""
+    if arrays is None or arrays.get("face") is None or stride <= 1:
+        return arrays
+    return {
+        **arrays,
+        "face": np.ascontiguousarray(arrays["face"][:, ::stride]),
+        "face_mask": np.ascontiguousarray(arrays["face_mask"][:, ::stride]),
+    }
+
+
 def _answer_folds(groups: np.ndarray, k: int) -> list[np.ndarray]:
     """Window masks of ``k`` folds of whole answers (an answer's windows stay together)."""
     answers = np.unique(groups)
@@ -325,7 +341,7 @@ def personalise_round(
     from bci_affect.models.finetune import TrainConfig, fit, predict  # noqa: PLC0415
     from bci_affect.models.transfer import LossConfig, WindowBatch  # noqa: PLC0415
     from bci_affect.uncertainty.conformal import ConformalPredictor  # noqa: PLC0415
-    from bci_affect.uncertainty.fusion import FusionPool, fit_pool, pool_logits  # noqa: PLC0415
+    from bci_affect.uncertainty.fusion import FusionPool, pool_logits, select_pool  # noqa: PLC0415
     from calibration.store import LabelStore  # noqa: PLC0415
 
     s = settings or RoundSettings()
@@ -344,9 +360,10 @@ def personalise_round(
         raise ConfigError(
             f"subject {subject!r} has {labels.size} labelled windows; a round needs at least 2"
         )
+    extra = load_unlabelled(unlabelled)
+    inputs, extra = (_stride_frames(x, s.face_stride) for x in (inputs, extra))
     data = WindowBatch.from_arrays(**inputs)
     y = torch.as_tensor(labels)
-    extra = load_unlabelled(unlabelled)
     if extra is not None and (
         extra["eeg_de"] is None
         or inputs["eeg_de"] is None
@@ -412,15 +429,16 @@ def personalise_round(
     model = tuned_on(np.ones(labels.size, bool))
     fusion: dict[str, Any] = {}
     if k >= 2:
-        raw, bias = fit_pool(
+        raw, bias, chosen = select_pool(
             oos_t,
             oos_s,
             oos_rt,
             oos_rs,
             y,
+            groups,
             raw_init=base.fusion_raw.detach(),
             bias_init=base.fusion_bias.detach(),
-            l2=s.fusion_l2,
+            prior_l2=s.fusion_prior,
         )
         with torch.no_grad():
             model.fusion_raw.copy_(raw)
@@ -429,7 +447,7 @@ def personalise_round(
         w = FusionPool.weights(raw)
         pooled = torch.softmax(pool_logits(oos_t, oos_s, oos_rt, oos_rs, w, bias), dim=-1)
         oos_probs = pooled.double().numpy()  # the recalibrated candidate, still out of sample
-        fusion = {"w_face": float(w[0]), "w_eeg": float(w[1])}
+        fusion = {"w_face": float(w[0]), "w_eeg": float(w[1]), "choice": chosen["choice"]}
     with torch.inference_mode():
         train_acc = float((model(data).predicted.numpy() == labels).mean())
     # 2. the decision, on windows with both estimates

@@ -91,7 +91,7 @@ class ControllerSettings:
     keep_s: float = 40.0
     status_every_s: float = 0.5
     progress_every_s: float = 2.0
-    unlabelled_max: int = 300
+    unlabelled_max: int = 200
     unlabelled_every: int = 2
 
 

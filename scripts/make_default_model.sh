@@ -29,4 +29,16 @@ done
   --line-freq 60 --split subject --val-fraction 0.25 --seed "$TRAIN_SEED" --epochs "$EPOCHS" \
   --threads 1 \
   --description "bci-affect default model, made by scripts/make_default_model.sh: bci-affect simulate --subjects $SUBJECTS per montage (Cyton 8 ch 250 Hz seed $SIM_SEED; scripts/sim_montages/cyton_daisy_125, muse_256, synthetic_16_250 seeds $((SIM_SEED + 1))..$((SIM_SEED + 3))); bci-affect train --eeg-inputs sites --line-freq 60 --split subject --val-fraction 0.25 --seed $TRAIN_SEED --epochs $EPOCHS"
+# the rest of the folder is deterministic; the temporary corpus path and the wall time are not
+.venv/bin/python - <<'PY'
+import json
+from pathlib import Path
+
+p = Path("bci_affect/pretrained/default/config.json")
+doc = json.loads(p.read_text())
+doc["metadata"]["dataset"]["path"] = "(simulated by scripts/make_default_model.sh)"
+doc["metadata"]["training"]["seconds"] = None
+p.write_text(json.dumps(doc, indent=2, allow_nan=False))
+PY
 ls -l bci_affect/pretrained/default
+sha256sum bci_affect/pretrained/default/*

@@ -175,6 +175,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep every N-th face frame of a window (default: 1, all; 4 is 4x faster)",
     )
     g.add_argument(
+        "--eeg-features",
+        choices=["sites", "channels"],
+        default="sites",
+        help="EEG features of every arm: differential entropy on the virtual 10-20 montage, "
+        "normalised per session (default, what the model reads), or per channel",
+    )
+    g.add_argument(
         "--corrupt-noise-uv",
         dest="noise_uv",
         type=float,

@@ -596,7 +596,7 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
         if controller is not None:
             while not controller.events.empty():
                 controller._handle(controller.events.get())
-            controller.finish(wait_for_round_s=10.0 if status == "finished" else 0.0)
+            controller.finish(wait_for_round_s=30.0 if status == "finished" else 0.0)
         if personaliser is not None:
             personaliser.close(wait=False)
         if ui is not None:

@@ -235,6 +235,8 @@ def score_in_process(
                 f"{session.signals.window.hop_s:g} s)",
                 flush=True,
             )
+            if session.montage_line():
+                print(session.montage_line(), flush=True)
             progress = _Progress(
                 getattr(source, "t_first", None), getattr(source, "t_last", None), session
             )
@@ -378,6 +380,8 @@ def _realtime_scored(args: argparse.Namespace) -> int:
                 f"on LSL stream {args.predictions_name!r}",
                 flush=True,
             )
+            if session.montage_line():
+                print(session.montage_line(), flush=True)
             feeder = engine.feed(source, session)
             t_start = time.monotonic()
             next_status = t_start + 5.0

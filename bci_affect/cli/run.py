@@ -499,6 +499,8 @@ def run(args: argparse.Namespace) -> int:
             + "; Ctrl-C to stop",
             flush=True,
         )
+        if session.montage_line():
+            print(session.montage_line(), flush=True)
         for s, publish in sources:
             tee = None
             if publish:

@@ -258,6 +258,16 @@ class Session:
         self._signature, self._loaded = sig, loaded
         return loaded
 
+    def montage_line(self) -> str | None:
+        """One line saying which EEG channels a montage-free model reads and why it leaves
+        others out (``None`` for a model of one montage, or before the streams are known)."""
+        loaded, sig = self._loaded, self._signature
+        if loaded is None or sig is None or not loaded.model.config.montage_free:
+            return None
+        from bci_affect.dsp.montage import montage_map  # noqa: PLC0415
+
+        return montage_map(sig.eeg_ch_names).describe()
+
     def use_model(self, model: AffectModel, name: str) -> LoadedModel:
         """Score this session's next windows with ``model`` (e.g. a personalised version).
 

@@ -199,17 +199,20 @@ def train_affect(
     face, eeg : bool
         Train with the face / the EEG (``eeg=False``: a face-only teacher).
     calib : ndarray of int, optional
-        Held-out labelled windows: the fused output (how much face and EEG count) is refitted
-        on them (:func:`~bci_affect.models.finetune.fit_fusion`), as training does.
+        Held-out labelled windows: the epoch kept is the one whose heads do best on them, and
+        the fused output (how much face and EEG count) is refitted on them
+        (:func:`~bci_affect.models.finetune.fit_fusion`), as training does.
     **loss_changes
         :class:`~bci_affect.models.transfer.LossConfig` fields (e.g. ``use_kd=False``).
     """
     torch.manual_seed(seed)
     model = AffectModel.from_config(_model_config(es))
     batch = eval_batch(es, idx, face=face, eeg=eeg)
-    fit(model, batch, labels, settings.train_config(seed, **loss_changes))
-    if calib is not None and calib.size:
-        fit_fusion(model, eval_batch(es, calib, face=face, eeg=eeg), es.labels[calib])
+    held = None if calib is None or not calib.size else eval_batch(es, calib, face=face, eeg=eeg)
+    select = None if held is None else (held, es.labels[calib])
+    fit(model, batch, labels, settings.train_config(seed, **loss_changes), select_on=select)
+    if held is not None:
+        fit_fusion(model, held, es.labels[calib], groups=es.trial[calib])
     return model
 
 

@@ -379,6 +379,7 @@ def _chance_metrics(y: NDArray, k: int) -> dict[str, float]:
         "nll": math.log(k),
         "nll_raw": math.log(k),
         "auroc_error": 0.5,
+        "auroc_error_maxp": 0.5,
     }
 
 

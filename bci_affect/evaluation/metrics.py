@@ -247,8 +247,10 @@ def prediction_metrics(
     Returns
     -------
     dict
-        ``n``, ``accuracy``, ``macro_f1``, ``ece``, ``nll``, ``brier``, ``auroc_error`` and, with
-        ``sets``, ``coverage`` and ``set_size``.
+        ``n``, ``accuracy``, ``macro_f1``, ``ece``, ``nll``, ``brier``, ``auroc_error`` (of the
+        classifier's own uncertainty), ``auroc_error_maxp`` (of ``1 - max p`` of the same
+        probabilities: the yardstick an uncertainty must beat) and, with ``sets``,
+        ``coverage`` and ``set_size``.
     """
     p, y = _probs_labels(probs, labels)
     pred = p.argmax(axis=1) if y.size else np.zeros(0, np.int64)
@@ -261,6 +263,7 @@ def prediction_metrics(
         "nll": negative_log_likelihood(p, y),
         "brier": brier_score(p, y),
         "auroc_error": error_auroc(u, pred, y),
+        "auroc_error_maxp": error_auroc(max_prob_uncertainty(p), pred, y),
     }
     if sets is not None:
         out["coverage"] = set_coverage(sets, y)

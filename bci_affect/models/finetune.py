@@ -7,6 +7,7 @@ on CUDA automatically when it is available.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -28,7 +29,7 @@ from bci_affect.models.transfer import (
     compute_losses,
 )
 from bci_affect.uncertainty.conformal import ConformalPredictor, coverage_of
-from bci_affect.uncertainty.fusion import FusionPool, fit_pool
+from bci_affect.uncertainty.fusion import FusionPool, select_pool
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class TrainHistory:
     n_labelled: int
     device: str
     seconds: float
+    best_epoch: int | None = None
+    """With a selection set: the epoch (from 0) whose weights were kept."""
 
     @property
     def final(self) -> dict[str, float]:
@@ -205,6 +208,7 @@ def fit(
     config: TrainConfig | None = None,
     *,
     on_epoch: EpochCallback | None = None,
+    select_on: tuple[WindowBatch, Any] | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place on windows and labels.
 
@@ -219,6 +223,11 @@ def fit(
     on_epoch : callable, optional
         ``on_epoch(epoch_index, n_epochs, mean_terms)`` after each epoch (see
         :data:`EpochCallback`), e.g. to show progress.
+    select_on : (WindowBatch, labels), optional
+        Held-out labelled windows (whole trials the training never sees): after every epoch
+        the two heads' log-loss on them is measured and the weights of the best epoch are kept
+        (early stopping; windows of one trial are strongly correlated, so a network can fit
+        the training trials long after it stopped generalising).
 
     Returns
     -------
@@ -249,6 +258,13 @@ def fit(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
+    best: tuple[float, int, dict] | None = None
+    sel = None
+    if select_on is not None and len(select_on[0]):
+        y_sel = _labels(select_on[1], len(select_on[0]), model.n_outputs)
+        keep = y_sel >= 0
+        if bool(keep.any()):
+            sel = (select_on[0].index(keep).to(device), y_sel[keep].to(device))
     t0 = time.perf_counter()
     model.train()
     try:
@@ -286,12 +302,21 @@ def fit(
                     sums[k] = sums.get(k, 0.0) + v
                 n_steps += 1
             history.append({k: v / max(n_steps, 1) for k, v in sums.items()})
+            if sel is not None:
+                score = _heads_log_loss(model, *sel)
+                history[-1]["select_log_loss"] = score
+                if best is None or score < best[0]:
+                    best = (score, epoch, copy.deepcopy(model.state_dict()))
+                model.train()
             logger.debug("epoch %d: %s", epoch, history[-1])
             if on_epoch is not None:
                 on_epoch(epoch, cfg.epochs, dict(history[-1]))
     finally:
         for p in frozen:
             p.requires_grad_(True)
+        model.eval()
+    if best is not None:
+        model.load_state_dict(best[2])
         model.eval()
     n_labelled = int((y_all >= 0).sum())
     if n_labelled:
@@ -302,7 +327,25 @@ def fit(
         n_labelled=n_labelled,
         device=str(device),
         seconds=time.perf_counter() - t0,
+        best_epoch=None if best is None else best[1],
     )
+
+
+@torch.no_grad()
+def _heads_log_loss(model: AffectModel, data: WindowBatch, y: torch.Tensor) -> float:
+    """Mean log-loss of the teacher and the student heads (eval mode) on labelled windows."""
+    model.eval()
+    total, n = 0.0, 0
+    for start in range(0, len(data), 512):
+        sub = data.index(slice(start, start + 512))
+        out = model(sub)
+        yy = y[start : start + 512]
+        total += float(
+            torch.nn.functional.cross_entropy(out.teacher_logits, yy, reduction="sum")
+            + torch.nn.functional.cross_entropy(out.student_logits, yy, reduction="sum")
+        )
+        n += int(yy.numel())
+    return total / max(2 * n, 1)
 
 
 def finetune(
@@ -388,20 +431,35 @@ def fit_conformal(
 
 
 def fit_fusion(
-    model: AffectModel, data: WindowBatch, labels: Any, *, l2: float = 0.05
-) -> dict[str, float]:
+    model: AffectModel,
+    data: WindowBatch,
+    labels: Any,
+    *,
+    groups: Any = None,
+    prior_l2: float = 0.5,
+) -> dict[str, Any]:
     """Refit the fused output (the pool of the two heads) on held-out labelled windows.
 
     The pool's exponents say how much each modality counts; fitted on windows the heads did
     not train on, an uninformative or overconfident modality gets a small exponent, and the
-    fused probabilities are temperature-scaled at the same time (see
-    :mod:`bci_affect.uncertainty.fusion`). The L2 penalty pulls towards the current values.
+    fused probabilities are temperature-scaled at the same time. Which pool (both heads, the
+    face alone, the EEG alone) is chosen by its log-loss on held-out groups, so the fusion
+    does no harm where one modality carries nothing (see
+    :func:`~bci_affect.uncertainty.fusion.select_pool`).
+
+    Parameters
+    ----------
+    groups : array-like, shape (N,), optional
+        Trial (or answer) of each window: the windows of one trial are one piece of evidence.
+        Default: every window its own group.
+    prior_l2 : float
+        Pull towards the current pool, in groups.
 
     Returns
     -------
     dict
-        ``w_face``, ``w_eeg`` (the fitted exponents), ``n`` (windows used), and the held-out
-        log-loss ``nll_before`` / ``nll_after``.
+        ``w_face``, ``w_eeg`` (the fitted exponents), ``choice``, ``n`` (windows used),
+        ``n_groups``, and the held-out log-loss ``nll_before`` / ``nll_after``.
     """
     y = _labels(labels, len(data), model.n_outputs)
     keep = y >= 0
@@ -409,18 +467,20 @@ def fit_fusion(
         return {"n": 0}
     out = predict(model, data.index(keep))
     y = y[keep].cpu()
+    g = np.arange(int(keep.sum())) if groups is None else np.asarray(groups)[keep.numpy()]
     log_t = torch.log_softmax(out.teacher_logits, dim=-1)
     log_s = torch.log_softmax(out.student_logits, dim=-1)
     before = float(torch.nn.functional.nll_loss(out.probs.clamp_min(1e-12).log(), y))
-    raw, bias = fit_pool(
+    raw, bias, info = select_pool(
         log_t,
         log_s,
         out.face_reliability,
         out.eeg_reliability,
         y,
+        g,
         raw_init=model.fusion_raw.detach().cpu(),
         bias_init=model.fusion_bias.detach().cpu(),
-        l2=l2,
+        prior_l2=prior_l2,
     )
     with torch.no_grad():
         model.fusion_raw.copy_(raw.to(model.fusion_raw.device))
@@ -431,7 +491,9 @@ def fit_fusion(
     return {
         "w_face": float(w[0]),
         "w_eeg": float(w[1]),
+        "choice": info["choice"],
         "n": int(y.numel()),
+        "n_groups": info["n_groups"],
         "nll_before": before,
         "nll_after": float(torch.nn.functional.nll_loss(after.clamp_min(1e-12).log(), y)),
     }

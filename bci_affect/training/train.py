@@ -169,6 +169,10 @@ class FinetuneSettings:
     refit_eeg_stats : bool
         Re-fit the student's input standardisation on the calibration training windows before
         fine-tuning: the subject's EEG amplitude differs from the training subjects'.
+    tolerance : float
+        The fine-tuned model replaces the starting one only when its fused log-loss on the
+        held-out calibration windows is at most this much (nats per window) above the
+        starting model's; otherwise the starting model is kept (and the result says so).
     """
 
     split: str = "trial"
@@ -187,6 +191,7 @@ class FinetuneSettings:
     calibration_fraction: float = 0.25
     emg_clean_threshold: float = 0.3
     refit_eeg_stats: bool = True
+    tolerance: float = 0.02
 
     def __post_init__(self) -> None:
         TrainSettings(
@@ -587,15 +592,21 @@ def _calibration_split(
     return train, cal
 
 
+def _fused_log_loss(model: AffectModel, data: WindowDataset) -> float:
+    """Mean log-loss of the fused probabilities on labelled windows."""
+    probs = predict(model, data.batch()).probs.double().clamp_min(1e-12)
+    return float(torch.nn.functional.nll_loss(probs.log(), torch.as_tensor(data.labels)))
+
+
 def _fit_fusion(model: AffectModel, cal: WindowDataset, say: Progress) -> dict[str, Any]:
     if not len(cal):
         return {}
-    fusion = fit_fusion(model, cal.batch(), cal.labels)
+    fusion = fit_fusion(model, cal.batch(), cal.labels, groups=cal.trial_keys)
     if fusion.get("n"):
         say(
-            f"fusion fitted on {fusion['n']} held-out windows: face x{fusion['w_face']:.2f}, "
-            f"EEG x{fusion['w_eeg']:.2f} (log-loss {fusion['nll_before']:.3f} -> "
-            f"{fusion['nll_after']:.3f})"
+            f"fusion fitted on {fusion['n']} held-out windows ({fusion['n_groups']} trials): "
+            f"{fusion['choice']}, face x{fusion['w_face']:.2f}, EEG x{fusion['w_eeg']:.2f} "
+            f"(log-loss {fusion['nll_before']:.3f} -> {fusion['nll_after']:.3f})"
         )
     return fusion
 
@@ -641,8 +652,16 @@ def train_model(
     model = AffectModel.from_config(config)
     train_cfg = replace(settings.train, seed=settings.seed)
     say(f"training on {len(train)} windows, {train_cfg.epochs} epochs")
-    history = fit(model, train.batch(), train.labels, train_cfg, on_epoch=_epoch_reporter(progress))
-    say(f"trained in {history.seconds:.1f} s on {history.device}")
+    history = fit(
+        model,
+        train.batch(),
+        train.labels,
+        train_cfg,
+        on_epoch=_epoch_reporter(progress),
+        select_on=(cal.batch(), cal.labels) if len(cal) else None,
+    )
+    kept = "" if history.best_epoch is None else f"; kept epoch {history.best_epoch + 1}"
+    say(f"trained in {history.seconds:.1f} s on {history.device}{kept}")
     fusion = _fit_fusion(model, cal, say)
     conf_set = cal if len(cal) else val
     if len(conf_set) and settings.conformal_coverage is not None:
@@ -740,6 +759,17 @@ def finetune_model(
     )
     say(f"fine-tuned in {history.seconds:.1f} s")
     fusion = _fit_fusion(tuned, cal, say)
+    if len(cal):  # never a worse model: the calibration trials judge, out of sample
+        nll_start, nll_tuned = (_fused_log_loss(m, cal) for m in (model, tuned))
+        fusion["cal_log_loss_start"], fusion["cal_log_loss_tuned"] = nll_start, nll_tuned
+        if nll_tuned > nll_start + settings.tolerance:
+            say(
+                f"kept the starting model: on {len(cal)} held-out calibration windows the "
+                f"fine-tuned one is worse (log-loss {nll_tuned:.3f} vs {nll_start:.3f})"
+            )
+            tuned, fusion["kept"] = copy.deepcopy(model).cpu(), "start"
+        else:
+            fusion["kept"] = "tuned"
     conf_set = cal if len(cal) else val
     if len(conf_set) and settings.conformal_coverage is not None:
         fit_conformal(

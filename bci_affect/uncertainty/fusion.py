@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,6 +47,7 @@ __all__ = [
     "opinion_from_alpha",
     "opinion_from_probs",
     "pool_logits",
+    "select_pool",
 ]
 
 
@@ -211,6 +213,8 @@ class FusionPool:
 
     #: raw value whose softplus is 1 (the untrained pool multiplies the two heads)
     RAW_ONE = math.log(math.e - 1.0)
+    #: raw value whose softplus is 0 to float precision (a modality the pool leaves out)
+    RAW_OFF = -40.0
 
     @staticmethod
     def weights(raw: Tensor) -> Tensor:
@@ -228,6 +232,7 @@ def fit_pool(
     bias_init: Tensor,
     l2: float = 0.05,
     max_iter: int = 200,
+    use: tuple[bool, bool] = (True, True),
 ) -> tuple[Tensor, Tensor]:
     """Fit the pool's exponents and bias by penalised log-loss on held-out windows.
 
@@ -245,6 +250,8 @@ def fit_pool(
         log-loss).
     max_iter : int
         L-BFGS iterations.
+    use : (bool, bool)
+        Which modalities the pool may use (face, EEG); a modality not used gets the exponent 0.
 
     Returns
     -------
@@ -252,24 +259,111 @@ def fit_pool(
         Fitted parameters (detached).
     """
     n = int(labels.shape[0])
+    keep = torch.tensor([bool(u) for u in use])
+    r0 = raw_init.detach().double().clone()
+    # a modality used again after it was left out restarts from exponent 1
+    r0 = torch.where(keep & (r0 < FusionPool.RAW_OFF / 2), FusionPool.RAW_ONE, r0)
+    r0 = torch.where(keep, r0, torch.full_like(r0, FusionPool.RAW_OFF))
+    b0 = bias_init.detach().double()
     if n == 0:
-        return raw_init.detach().clone(), bias_init.detach().clone()
+        return r0.float(), b0.float().clone()
     lf, le = log_p_face.detach().double(), log_p_eeg.detach().double()
     rf, re_ = rel_face.detach().double(), rel_eeg.detach().double()
     y = labels.detach().long()
-    r0, b0 = raw_init.detach().double(), bias_init.detach().double()
-    raw = r0.clone().requires_grad_(True)
+    free = r0.clone().requires_grad_(True)
     bias = b0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([raw, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([free, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def raw_of(x: Tensor) -> Tensor:
+        return torch.where(keep, x, r0)  # a modality left out keeps its exponent 0
 
     def closure() -> Tensor:
         opt.zero_grad()
-        s = pool_logits(lf, le, rf, re_, FusionPool.weights(raw), bias)
+        s = pool_logits(lf, le, rf, re_, FusionPool.weights(raw_of(free)), bias)
         loss = torch.nn.functional.cross_entropy(s, y) + l2 * (
-            (raw - r0).pow(2).sum() + (bias - b0).pow(2).sum()
+            (raw_of(free) - r0).pow(2).sum() + (bias - b0).pow(2).sum()
         )
         loss.backward()
         return loss
 
     opt.step(closure)
-    return raw.detach().float(), bias.detach().float()
+    return raw_of(free).detach().float(), bias.detach().float()
+
+
+#: The pools :func:`select_pool` chooses between: both heads, the face alone, the EEG alone.
+POOL_CHOICES = {"both": (True, True), "face": (True, False), "eeg": (False, True)}
+
+
+def select_pool(
+    log_p_face: Tensor,
+    log_p_eeg: Tensor,
+    rel_face: Tensor,
+    rel_eeg: Tensor,
+    labels: Tensor,
+    groups: Any,
+    *,
+    raw_init: Tensor,
+    bias_init: Tensor,
+    prior_l2: float = 0.5,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Choose and fit the pool that does no harm: both heads, or one alone.
+
+    The held-out windows come in ``groups`` (trials, answers) whose windows are strongly
+    correlated, so the evidence is worth about one observation per group: the L2 pull towards
+    ``raw_init`` / ``bias_init`` is ``prior_l2 / n_groups``. Each choice of
+    :data:`POOL_CHOICES` is scored by its log-loss on groups left out of its fit (leave one
+    group out, at most 10 folds); the best one is refitted on every window. With fewer than
+    three groups there is nothing to choose with: both heads are pooled.
+
+    Parameters
+    ----------
+    log_p_face, log_p_eeg, rel_face, rel_eeg, labels
+        As in :func:`fit_pool` (``N`` held-out windows).
+    groups : array-like, shape (N,)
+        Group (trial, answer) of each window.
+    raw_init, bias_init : Tensor
+        Starting point and prior of the pool.
+    prior_l2 : float
+        Strength of the pull towards the prior, in groups.
+
+    Returns
+    -------
+    raw, bias : Tensor
+        The chosen pool's parameters.
+    info : dict
+        ``choice`` (a key of :data:`POOL_CHOICES`), ``cv_log_loss`` per choice (NaN when not
+        scored), ``n_groups``, ``l2``.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    g = np.asarray(groups).astype(str)
+    uniq = np.unique(g)
+    n_groups = int(uniq.size)
+    l2 = prior_l2 / max(n_groups, 1)
+    args = (log_p_face, log_p_eeg, rel_face, rel_eeg)
+    cv = {name: float("nan") for name in POOL_CHOICES}
+    choice = "both"
+    if n_groups >= 3:
+        folds = [uniq[i :: min(10, n_groups)] for i in range(min(10, n_groups))]
+        for name, use in POOL_CHOICES.items():
+            total, count = 0.0, 0
+            for held in folds:
+                test = torch.as_tensor(np.isin(g, held))
+                raw, bias = fit_pool(
+                    *(a[~test] for a in args), labels[~test],
+                    raw_init=raw_init, bias_init=bias_init, l2=l2, use=use,
+                )  # fmt: skip
+                s = pool_logits(
+                    *(a[test].double() for a in args), FusionPool.weights(raw).double(),
+                    bias.double(),
+                )  # fmt: skip
+                total += float(
+                    torch.nn.functional.cross_entropy(s, labels[test].long(), reduction="sum")
+                )
+                count += int(test.sum())
+            cv[name] = total / max(count, 1)
+        choice = min(cv, key=lambda k: cv[k])
+    raw, bias = fit_pool(
+        *args, labels, raw_init=raw_init, bias_init=bias_init, l2=l2, use=POOL_CHOICES[choice]
+    )
+    return raw, bias, {"choice": choice, "cv_log_loss": cv, "n_groups": n_groups, "l2": l2}

@@ -44,7 +44,7 @@ def test_a_candidate_better_than_the_live_model_is_adopted_and_recalibrated(pare
     assert est["candidate_log_loss"] < est["current_log_loss"]
     # the fused output was refitted out of sample, pulled towards the parent's
     base, tuned = load_checkpoint(parent), load_checkpoint(tmp_path / "v1")
-    assert set(result.fusion) == {"w_face", "w_eeg"}
+    assert set(result.fusion) == {"w_face", "w_eeg", "choice"}
     w = FusionPool.weights(tuned.fusion_raw.detach())
     assert w.tolist() == pytest.approx([result.fusion["w_face"], result.fusion["w_eeg"]])
     assert not bool((tuned.fusion_raw == base.fusion_raw).all())

@@ -73,3 +73,30 @@ def test_the_opinion_keeps_the_probabilities_and_ranks_like_max_p():
     order_p = torch.argsort(-p.amax(-1))
     torch.testing.assert_close(u[order_u], u[order_p])  # same ranking as 1 - max p
     assert float(opinion_from_probs(torch.full((1, 4), 0.25))[1]) == 1.0
+
+
+def test_the_pool_that_does_no_harm_is_chosen_by_held_out_trials():
+    from bci_affect.uncertainty.fusion import select_pool
+
+    log_t, log_s, y = _heads(1200, informative_eeg=False, seed=3)
+    ones = torch.ones(len(y))
+    trials = np.repeat(np.arange(40), 30)  # 40 trials of 30 windows
+    raw, bias, info = select_pool(
+        log_t, log_s, ones, ones, y, trials, raw_init=torch.full((2,), FusionPool.RAW_ONE),
+        bias_init=torch.zeros(4),
+    )  # fmt: skip
+    assert info["choice"] == "face" and info["n_groups"] == 40
+    assert float(FusionPool.weights(raw)[1]) < 1e-6  # the noise head is left out entirely
+    assert info["cv_log_loss"]["face"] < info["cv_log_loss"]["both"]
+    log_t, log_s, y = _heads(1200, informative_eeg=True, seed=4)
+    _, _, info = select_pool(
+        log_t, log_s, ones, ones, y, trials, raw_init=torch.full((2,), FusionPool.RAW_ONE),
+        bias_init=torch.zeros(4),
+    )  # fmt: skip
+    assert info["choice"] == "both"
+    # two trials: nothing to choose with, both heads are pooled
+    _, _, info = select_pool(
+        log_t[:60], log_s[:60], ones[:60], ones[:60], y[:60], trials[:60],
+        raw_init=torch.full((2,), FusionPool.RAW_ONE), bias_init=torch.zeros(4),
+    )  # fmt: skip
+    assert info["choice"] == "both" and np.isnan(info["cv_log_loss"]["face"])

