@@ -19,6 +19,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bci_affect.dsp.montage import VIRTUAL_SITES  # noqa: E402
 from bci_affect.models.finetune import TrainConfig, fit, fit_conformal, resolve_device  # noqa: E402
 from bci_affect.models.student import LogisticBaseline  # noqa: E402
 from bci_affect.models.transfer import AffectModel  # noqa: E402
+from bci_affect.processors.sites import SiteFeatures  # noqa: E402
 from tests.model.synthetic import EEG_CH_NAMES, FACE_CH_NAMES, make_windows  # noqa: E402
 
 
@@ -86,6 +89,30 @@ def bench_forward(repeats: int, n_frames: int) -> list[tuple[str, float, float]]
                     )
                 )
                 model.fused_inference = True
+    # the default student: montage-free virtual-site features (19 sites x 5 bands)
+    sites = AffectModel(
+        len(VIRTUAL_SITES), 4, face_ch_names=FACE_CH_NAMES, eeg_ch_names=VIRTUAL_SITES,
+        eeg_inputs="sites",
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+
+    def with_sites(b):
+        return replace(b, eeg_de=torch.randn(len(b), len(VIRTUAL_SITES), 5, generator=gen))
+
+    sites.fit_input_stats(with_sites(cal.batch))
+    sites.calibrated.fill_(True)
+    fit_conformal(sites, with_sites(cal.batch), cal.labels, coverage=0.9)
+    sites.eval()
+    one_sites = with_sites(one)
+    with torch.inference_mode():
+        rows.append(("AffectModel eeg_inputs=sites", *_time_us(lambda: sites(one_sites), repeats)))
+    # and what the signals chain adds per window for it: the montage map and the normalisation
+    norm = SiteFeatures()
+    de = np.random.default_rng(0).normal(2.0, 0.3, (len(EEG_CH_NAMES), 5))
+    names = ("Fp1", "Fp2", "C3", "C4", "P7", "P8", "O1", "O2")
+    rows.append(
+        ("SiteFeatures per window (8 ch)", *_time_us(lambda: norm(de, names, 1.0), repeats))
+    )
     return rows, reference[0]
 
 

@@ -73,8 +73,9 @@ class RoundSettings:
         Pull of the refitted fusion towards the starting version's, in answers (see
         :func:`bci_affect.uncertainty.fusion.select_pool`).
     tolerance : float
-        Log-loss (nats per window) by which a candidate may exceed the current version's
-        and still be adopted (its accuracy must not be lower).
+        Log-loss (nats per window) by which a candidate may exceed the current version's, one
+        standard error up (over the answers), and still be adopted (its mean accuracy must not
+        be lower).
     kd_student : float
         Weight of the face teacher's soft labels on the session's unlabelled windows with a
         face, distilled into the EEG student (``LossConfig.lambda_kd_student``).
@@ -287,6 +288,21 @@ def _answer_folds(groups: np.ndarray, k: int) -> list[np.ndarray]:
     return [np.isin(groups, answers[i::k]) for i in range(k)]
 
 
+def _per_answer_differences(
+    cand: np.ndarray, cur: np.ndarray, labels: np.ndarray, groups: np.ndarray, known: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per answer: the candidate's mean log-loss and accuracy minus the current lineage's,
+    over that answer's windows with both estimates. Shapes (n_answers,)."""
+    d_nll, d_acc = [], []
+    for g in np.unique(groups[known]):
+        m = known & (groups == g)
+        nc, ac = _log_loss_acc(cand[m], labels[m])
+        np_, ap = _log_loss_acc(cur[m], labels[m])
+        d_nll.append(nc - np_)
+        d_acc.append(ac - ap)
+    return np.asarray(d_nll), np.asarray(d_acc)
+
+
 def _log_loss_acc(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     p = np.clip(probs[np.arange(labels.size), labels], 1e-12, 1.0)
     return float(-np.log(p).mean()), float((probs.argmax(1) == labels).mean())
@@ -313,8 +329,12 @@ def personalise_round(
        see its answer.
     2. **The decision.** The candidate's out-of-sample log-loss and accuracy are compared with
        the prequential ones of the current lineage (the probabilities the live model gave each
-       window before its answer was used, stored with the query). The candidate is adopted
-       only when it is at least as accurate and its log-loss is no worse (``tolerance``).
+       window before its answer was used, stored with the query), answer by answer (the
+       windows of one answer are one piece of evidence). The candidate is adopted only when
+       it is at least as accurate on average and its log-loss is surely no worse: the mean
+       per-answer difference plus one standard error must be at most ``tolerance``. With a
+       handful of answers that takes a clear win; a candidate that is as good only by chance
+       is kept out.
     3. **The candidate.** ``parent`` fine-tuned on every answer (the student and the teacher's
        task head; the face encoder and the input standardisation kept), pulled towards
        ``parent``'s weights (``anchor_l2``), with its fused output refitted on the
@@ -460,18 +480,28 @@ def personalise_round(
     if known.any():
         nll_c, acc_c = _log_loss_acc(oos_probs[known], labels[known])
         nll_p, acc_p = _log_loss_acc(live_probs[known], labels[known])
+        # the windows of one answer are one piece of evidence: compare answer by answer
+        d_nll, d_acc = _per_answer_differences(oos_probs, live_probs, labels, groups, known)
+        n_ans = d_nll.size
+        se = float(d_nll.std(ddof=1) / np.sqrt(n_ans)) if n_ans > 1 else float("inf")
+        bound = float(d_nll.mean()) + se  # one standard error above the mean difference
         estimate = {
             "n_windows": int(known.sum()),
+            "n_answers": int(n_ans),
             "candidate_accuracy": acc_c,
             "candidate_log_loss": nll_c,
             "current_accuracy": acc_p,
             "current_log_loss": nll_p,
+            "log_loss_difference": float(d_nll.mean()),
+            "log_loss_difference_se": se,
         }
-        if acc_c + 1e-9 < acc_p or nll_c > nll_p + s.tolerance:
+        if float(d_acc.mean()) < -1e-9 or not bound <= s.tolerance:
             adopted = False
             reason = (
-                f"out of sample on {int(known.sum())} answered windows the candidate is worse: "
-                f"accuracy {acc_c:.2f} vs {acc_p:.2f}, log-loss {nll_c:.3f} vs {nll_p:.3f}"
+                f"out of sample on {n_ans} answers ({int(known.sum())} windows) the candidate is "
+                f"not surely as good: accuracy {acc_c:.2f} vs {acc_p:.2f}, log-loss "
+                f"{nll_c:.3f} vs {nll_p:.3f} (difference {d_nll.mean():+.3f} ± {se:.3f} per "
+                f"answer; adopted when it is <= {s.tolerance:g} one standard error up)"
             )
     else:
         adopted, reason = False, "no out-of-sample estimate yet (too few answers)"

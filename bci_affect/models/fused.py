@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bci_affect.uncertainty.dirichlet import MAX_EVIDENCE
-
-if TYPE_CHECKING:  # pragma: no cover
-    from bci_affect.models.transfer import AffectModel, WindowBatch
+#: :class:`~bci_affect.models.transfer.AffectModel` and ``WindowBatch`` live in the module that
+#: imports this one; they are annotated by these names so that the import goes one way.
+AffectModel = torch.nn.Module
+WindowBatch = Any
 
 _VERSION = operator.attrgetter("_version")
 
@@ -184,7 +184,6 @@ class FusedWeights:
         self.calibrated = bool(model.calibrated)
         self.k = k
         self.k_tensor = torch.tensor(float(k), dtype=dt, device=dev)
-        self.max_alpha = MAX_EVIDENCE + 1.0
 
 
 def fusable(model: AffectModel, batch: WindowBatch) -> bool:

@@ -11,12 +11,14 @@ and probabilities of each modality, their Dirichlet opinions and the fused opini
   learnable class prototypes. Cosine similarity to the prototypes gives Dirichlet evidence
   (:func:`~bci_affect.uncertainty.dirichlet.evidence_from_similarity`), ``alpha = e + 1`` and
   ``u = K / sum(alpha)``, scaled by each modality's reliability (face quality, EEG quality, EMG).
-- **Fusion.** The two opinions are combined by Dempster's rule
-  (:func:`~bci_affect.uncertainty.fusion.ds_combine`): a window without a face, or with bad EEG,
-  gets the other modality's opinion with its honest uncertainty.
+- **Fusion.** The fused output is a reliability-weighted geometric pool of the two heads with
+  learned exponents and bias (``fusion_raw``, ``fusion_bias``; refitted on held-out windows by
+  :func:`~bci_affect.models.finetune.fit_fusion`, see :mod:`bci_affect.uncertainty.fusion`): a
+  window without a face, or with bad EEG, gets the other head's opinion, and a head that does
+  not help can be left out. Its Dirichlet opinion keeps the pooled probabilities as its mean
+  with uncertainty ``(1 - max p) K / (K - 1)``.
 - **Zero-label mode.** Until the model has been trained with labels (buffer ``calibrated``), the
-  inference opinions are the teacher's circumplex prior with ``prior_evidence`` evidence and a
-  vacuous student opinion.
+  fused output is the teacher's circumplex prior and the student's opinion is vacuous.
 
 :func:`compute_losses` returns ``total = task + lambda_sim * sim + lambda_unc * unc +
 lambda_kd * kd`` with every term switchable (:class:`LossConfig`): task cross-entropy of both

@@ -64,9 +64,9 @@ class SiteFeatures:
 
     def reset(self) -> None:
         """Forget the session's statistics (a new session starts)."""
-        self._n: NDArray | None = None  # (n_sites, n_bands) good windows per feature
-        self._mean: NDArray | None = None
-        self._m2: NDArray | None = None
+        # per feature (n_sites, n_bands): [count, mean, M2] of the good windows, and of all
+        self._good: list[NDArray] | None = None
+        self._all: list[NDArray] | None = None
 
     def montage(self, ch_names: tuple[str, ...]) -> MontageMap | None:
         """The map of ``ch_names`` (cached); ``None`` (with one warning) when fewer than two
@@ -105,18 +105,24 @@ class SiteFeatures:
         if m is None:
             return None
         x = m.apply(np.asarray(de, dtype=np.float64))  # (n_sites, n_bands)
-        if self._n is None:
-            self._n = np.zeros(x.shape)
-            self._mean = np.zeros(x.shape)
-            self._m2 = np.zeros(x.shape)
-        if quality >= self.min_quality:  # Welford update, feature by feature (NaN skipped)
-            ok = np.isfinite(x)
-            n = self._n + ok
-            delta = np.where(ok, x - self._mean, 0.0)
-            self._mean = self._mean + np.where(ok, delta / np.maximum(n, 1), 0.0)
-            self._m2 = self._m2 + np.where(ok, delta * (x - self._mean), 0.0)
-            self._n = n
-        var = (self._m2 + self.prior_n * self.prior_var) / (self._n + self.prior_n)
-        z = (x - self._mean) / np.sqrt(var)
-        z[self._n == 0] = np.nan  # no good window yet: no baseline
+        if self._good is None:
+            self._good = [np.zeros(x.shape) for _ in range(3)]
+            self._all = [np.zeros(x.shape) for _ in range(3)]
+        _welford(self._all, x)
+        if quality >= self.min_quality:
+            _welford(self._good, x)
+        n, mean, m2 = self._good if self._good[0].max() > 0 else self._all
+        var = (m2 + self.prior_n * self.prior_var) / (n + self.prior_n)
+        z = (x - mean) / np.sqrt(var)
+        z[n == 0] = np.nan  # no window yet: no baseline
         return z.astype(np.float32)
+
+
+def _welford(stats: list[NDArray], x: NDArray) -> None:
+    """Add ``x`` to running ``[count, mean, M2]`` in place, feature by feature (NaN skipped)."""
+    n0, mean, m2 = stats
+    ok = np.isfinite(x)
+    n = n0 + ok
+    delta = np.where(ok, x - mean, 0.0)
+    mean = mean + np.where(ok, delta / np.maximum(n, 1), 0.0)
+    stats[:] = [n, mean, m2 + np.where(ok, delta * (x - mean), 0.0)]

@@ -64,3 +64,14 @@ def test_a_montage_without_positions_gives_none(caplog):
     assert "no montage-free EEG features" in caplog.text
     with pytest.raises(ConfigError, match="prior_sd"):
         SiteFeatures(prior_sd=0.0)
+
+
+def test_a_session_without_a_good_window_is_normalised_with_all_its_windows(rng):
+    """A board whose every window is flagged (muscle) still gets features, from the second
+    window on: the statistics of all windows stand in until a good one comes."""
+    de = rng.normal(2.0, 0.3, (20, len(NAMES), 5))
+    sites = SiteFeatures()
+    z = np.stack([sites(x, NAMES, 0.1) for x in de])
+    assert np.isfinite(z[1:]).all() and (z[0] == 0).all()
+    good = sites(de[0], NAMES, 0.9)  # the first good window becomes the baseline
+    np.testing.assert_array_equal(good, np.zeros_like(good))
