@@ -271,6 +271,26 @@ class RoundResult:
         return d
 
 
+def _concat_inputs(a: dict, b: dict) -> dict:
+    """Two sets of stacked inputs as one (face frames padded to the longer, as
+    :func:`stack_inputs` pads them)."""
+    out: dict[str, np.ndarray | None] = {}
+    if a["face"] is not None and b["face"] is not None:
+        n_frames = max(a["face"].shape[1], b["face"].shape[1])
+        for key, fill in (("face", np.nan), ("face_mask", False)):
+            parts = []
+            for x in (a[key], b[key]):
+                pad = [(0, 0), (0, n_frames - x.shape[1])] + [(0, 0)] * (x.ndim - 2)
+                parts.append(np.pad(x, pad, constant_values=fill))
+            out[key] = np.concatenate(parts)
+    else:
+        out["face"] = out["face_mask"] = None
+    for key in ("eeg_de", "eeg_raw", "emg_score", "eeg_quality"):
+        have = a[key] is not None and b[key] is not None
+        out[key] = np.concatenate([a[key], b[key]]) if have else None
+    return out
+
+
 def _stride_frames(arrays: dict | None, stride: int) -> dict | None:
     """Every ``stride``-th face frame of stacked inputs (``None`` passes through)."""
     if arrays is None or arrays.get("face") is None or stride <= 1:
@@ -381,9 +401,6 @@ def personalise_round(
             f"subject {subject!r} has {labels.size} labelled windows; a round needs at least 2"
         )
     extra = load_unlabelled(unlabelled)
-    inputs, extra = (_stride_frames(x, s.face_stride) for x in (inputs, extra))
-    data = WindowBatch.from_arrays(**inputs)
-    y = torch.as_tensor(labels)
     if extra is not None and (
         extra["eeg_de"] is None
         or inputs["eeg_de"] is None
@@ -391,21 +408,12 @@ def personalise_round(
     ):
         extra = None  # another model's inputs (a version switch in between): not usable
     n_unlabelled = 0 if extra is None else int(extra["eeg_de"].shape[0])
-
-    def with_unlabelled(idx: np.ndarray):
-        """Labelled windows ``idx`` plus every unlabelled one (label -1)."""
-        sub = {k: (None if v is None else v[idx]) for k, v in inputs.items()}
-        lab = labels[idx]
-        if extra is None:
-            return WindowBatch.from_arrays(**sub), torch.as_tensor(lab)
-        rows = [{k: (None if v is None else v[i]) for k, v in sub.items()} for i in range(idx.size)]
-        rows += [
-            {k: (None if v is None else v[i]) for k, v in extra.items()}
-            for i in range(n_unlabelled)
-        ]
-        both = stack_inputs(rows)
-        lab = np.concatenate([lab, np.full(n_unlabelled, -1, np.int64)])
-        return WindowBatch.from_arrays(**both), torch.as_tensor(lab)
+    # the answered windows first, then the unlabelled ones (label -1), in one batch
+    both = _stride_frames(inputs if extra is None else _concat_inputs(inputs, extra), s.face_stride)
+    pool = WindowBatch.from_arrays(**both)
+    pool_labels = torch.as_tensor(np.concatenate([labels, np.full(n_unlabelled, -1, np.int64)]))
+    data = pool.index(slice(0, labels.size))
+    y = pool_labels[: labels.size]
 
     def train_cfg(n: int) -> TrainConfig:
         return TrainConfig(
@@ -424,10 +432,10 @@ def personalise_round(
     def tuned_on(mask: np.ndarray):
         m = copy.deepcopy(base)
         m.conformal = None
-        idx = np.flatnonzero(mask)
-        if idx.size >= 2:
-            batch, lab = with_unlabelled(idx)
-            fit(m, batch, lab, train_cfg(len(batch)))
+        idx = np.r_[np.flatnonzero(mask), labels.size + np.arange(n_unlabelled)]
+        if mask.sum() >= 2:
+            sel = torch.as_tensor(idx)
+            fit(m, pool.index(sel), pool_labels[sel], train_cfg(idx.size))
         return m
 
     # 1. cross-fitted, out-of-sample outputs of the candidate recipe
@@ -463,7 +471,6 @@ def personalise_round(
         with torch.no_grad():
             model.fusion_raw.copy_(raw)
             model.fusion_bias.copy_(bias)
-        model._fused = None
         w = FusionPool.weights(raw)
         pooled = torch.softmax(pool_logits(oos_t, oos_s, oos_rt, oos_rs, w, bias), dim=-1)
         oos_probs = pooled.double().numpy()  # the recalibrated candidate, still out of sample

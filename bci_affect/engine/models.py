@@ -313,14 +313,6 @@ class ModelProvider:
             loaded.face_columns(signature.face_ch_names)
 
     def _load(self, sig: StreamSignature) -> LoadedModel:
-        loaded = self._load_model(sig)
-        if loaded.model.config.montage_free:  # say which electrodes the EEG student reads
-            from bci_affect.dsp.montage import montage_map  # noqa: PLC0415
-
-            logger.info("%s", montage_map(sig.eeg_ch_names).describe())
-        return loaded
-
-    def _load_model(self, sig: StreamSignature) -> LoadedModel:
         m = self._model
         if isinstance(m, str) and m == UNTRAINED:
             return self._untrained(sig)

@@ -29,7 +29,7 @@ from bci_affect.models.transfer import (
     compute_losses,
 )
 from bci_affect.uncertainty.conformal import ConformalPredictor, coverage_of
-from bci_affect.uncertainty.fusion import FusionPool, select_pool
+from bci_affect.uncertainty.fusion import FusionPool, pool_logits, select_pool
 
 logger = logging.getLogger(__name__)
 
@@ -485,9 +485,9 @@ def fit_fusion(
     with torch.no_grad():
         model.fusion_raw.copy_(raw.to(model.fusion_raw.device))
         model.fusion_bias.copy_(bias.to(model.fusion_bias.device))
-    model._fused = None
-    after = predict(model, data.index(keep)).probs
     w = FusionPool.weights(raw)
+    rel_t, rel_s = out.face_reliability, out.eeg_reliability
+    after = torch.softmax(pool_logits(log_t, log_s, rel_t, rel_s, w, bias), dim=-1)
     return {
         "w_face": float(w[0]),
         "w_eeg": float(w[1]),

@@ -793,13 +793,13 @@ class AffectModel(nn.Module):
 
         Before any label (zero-label mode) only the face's circumplex prior speaks."""
         log_t = torch.log_softmax(teacher_logits, dim=-1)
-        log_s = torch.log_softmax(student_logits, dim=-1)
         if self.training or bool(self.calibrated):
-            w, bias = FusionPool.weights(self.fusion_raw), self.fusion_bias
+            log_s = torch.log_softmax(student_logits, dim=-1)
+            w = FusionPool.weights(self.fusion_raw)
+            logits = pool_logits(log_t, log_s, rel_t, rel_s, w, self.fusion_bias)
         else:
-            w = torch.tensor([1.0, 0.0], device=log_t.device, dtype=log_t.dtype)
-            bias = torch.zeros_like(self.fusion_bias)
-        probs = torch.softmax(pool_logits(log_t, log_s, rel_t, rel_s, w, bias), dim=-1)
+            logits = rel_t.unsqueeze(-1) * log_t
+        probs = torch.softmax(logits, dim=-1)
         alpha, u = opinion_from_probs(probs)
         return probs, alpha, u
 

@@ -302,10 +302,7 @@ class WindowDataset:
 
     def montage_free(self) -> WindowDataset:
         """The same windows with the virtual-site features as the EEG input: ``eeg_de`` is
-        ``eeg_sites``, the channels are the virtual sites, no filtered windows are kept, and
-        ``sfreq`` / ``n_times`` are 0 when the sessions had different rates."""
-        from bci_affect.dsp.montage import VIRTUAL_SITES  # noqa: PLC0415
-
+        ``eeg_sites``, the channels are the virtual sites, no filtered windows are kept."""
         if self.eeg_sites is None:
             raise ConfigError("these windows carry no virtual-site features")
         return replace(self, eeg_de=self.eeg_sites, eeg_raw=None, eeg_ch_names=tuple(VIRTUAL_SITES))
@@ -315,7 +312,8 @@ class WindowDataset:
         """Join datasets made with the same channels, rate, window and label scheme.
 
         Sessions of different montages or rates are joined on their montage-free features
-        (:meth:`montage_free`): the per-channel features cannot be stacked then.
+        (:meth:`montage_free`): the per-channel features cannot be stacked then, and
+        ``sfreq`` / ``n_times`` are 0 when the rates differ.
         """
         parts = [p for p in parts if p is not None]
         if not parts:

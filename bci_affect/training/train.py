@@ -760,7 +760,8 @@ def finetune_model(
     say(f"fine-tuned in {history.seconds:.1f} s")
     fusion = _fit_fusion(tuned, cal, say)
     if len(cal):  # never a worse model: the calibration trials judge, out of sample
-        nll_start, nll_tuned = (_fused_log_loss(m, cal) for m in (model, tuned))
+        nll_start = _fused_log_loss(model, cal)
+        nll_tuned = fusion["nll_after"] if fusion.get("n") else _fused_log_loss(tuned, cal)
         fusion["cal_log_loss_start"], fusion["cal_log_loss_tuned"] = nll_start, nll_tuned
         if nll_tuned > nll_start + settings.tolerance:
             say(

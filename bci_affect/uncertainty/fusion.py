@@ -31,6 +31,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -334,8 +335,6 @@ def select_pool(
         ``choice`` (a key of :data:`POOL_CHOICES`), ``cv_log_loss`` per choice (NaN when not
         scored), ``n_groups``, ``l2``.
     """
-    import numpy as np  # noqa: PLC0415
-
     g = np.asarray(groups).astype(str)
     uniq = np.unique(g)
     n_groups = int(uniq.size)

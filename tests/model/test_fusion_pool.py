@@ -31,14 +31,19 @@ def _nll(log_t, log_s, w, b, y) -> float:
     return float(torch.nn.functional.cross_entropy(s, y))
 
 
-def test_an_uninformative_modality_gets_no_weight_and_does_no_harm():
-    log_t, log_s, y = _heads(2000, informative_eeg=False)
+def _fit(log_t, log_s, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pool's exponents and bias fitted from the untrained pool (lightly pulled)."""
     ones = torch.ones(len(y))
     raw, bias = fit_pool(
         log_t, log_s, ones, ones, y, raw_init=torch.full((2,), FusionPool.RAW_ONE),
         bias_init=torch.zeros(4), l2=1e-3,
     )  # fmt: skip
-    w = FusionPool.weights(raw)
+    return FusionPool.weights(raw), bias
+
+
+def test_an_uninformative_modality_gets_no_weight_and_does_no_harm():
+    log_t, log_s, y = _heads(2000, informative_eeg=False)
+    w, bias = _fit(log_t, log_s, y)
     assert w[1] < 0.1 * w[0]
     # on fresh windows: the fused log-loss is no worse than the face head's alone (well
     # calibrated), while the untrained product of the two heads is far worse
@@ -52,11 +57,7 @@ def test_an_uninformative_modality_gets_no_weight_and_does_no_harm():
 def test_an_informative_modality_is_used_and_beats_either_alone():
     log_t, log_s, y = _heads(2000, informative_eeg=True)
     ones = torch.ones(len(y))
-    raw, bias = fit_pool(
-        log_t, log_s, ones, ones, y, raw_init=torch.full((2,), FusionPool.RAW_ONE),
-        bias_init=torch.zeros(4), l2=1e-3,
-    )  # fmt: skip
-    w = FusionPool.weights(raw)
+    w, bias = _fit(log_t, log_s, y)
     assert w[1] > 0.2
     log_t2, log_s2, y2 = _heads(2000, informative_eeg=True, seed=1)
     fused = torch.softmax(pool_logits(log_t2, log_s2, ones, ones, w, bias), -1)
