@@ -354,7 +354,10 @@ def personalise_round(
        it is at least as accurate on average and its log-loss is surely no worse: the mean
        per-answer difference plus one standard error must be at most ``tolerance``. With a
        handful of answers that takes a clear win; a candidate that is as good only by chance
-       is kept out.
+       is kept out. Queries chosen by score are asked where the current version is at its
+       worst, a biased sample; where some answers came from queries asked at random moments
+       (``method`` ``random``, see :class:`calibration.policy.PolicyConfig`), the candidate
+       must also be at least as accurate on those and within ``tolerance`` in mean log-loss.
     3. **The candidate.** ``parent`` fine-tuned on every answer (the student and the teacher's
        task head; the face encoder and the input standardisation kept), pulled towards
        ``parent``'s weights (``anchor_l2``), with its fused output refitted on the
@@ -396,6 +399,7 @@ def personalise_round(
             rating_threshold=s.rating_threshold,
             with_groups=True,
         )
+        chosen_by = {a.query.id: a.query.method for a in store.answered(subject=subject)}
     if inputs is None or labels.size < 2:
         raise ConfigError(
             f"subject {subject!r} has {labels.size} labelled windows; a round needs at least 2"
@@ -489,6 +493,8 @@ def personalise_round(
         nll_p, acc_p = _log_loss_acc(live_probs[known], labels[known])
         # the windows of one answer are one piece of evidence: compare answer by answer
         d_nll, d_acc = _per_answer_differences(oos_probs, live_probs, labels, groups, known)
+        answer_ids = np.unique(groups[known])
+        random_ans = np.array([chosen_by.get(int(g)) == "random" for g in answer_ids], bool)
         n_ans = d_nll.size
         se = float(d_nll.std(ddof=1) / np.sqrt(n_ans)) if n_ans > 1 else float("inf")
         bound = float(d_nll.mean()) + se  # one standard error above the mean difference
@@ -501,7 +507,11 @@ def personalise_round(
             "current_log_loss": nll_p,
             "log_loss_difference": float(d_nll.mean()),
             "log_loss_difference_se": se,
+            "n_random_answers": int(random_ans.sum()),
         }
+        if random_ans.any():
+            estimate["random_log_loss_difference"] = float(d_nll[random_ans].mean())
+            estimate["random_accuracy_difference"] = float(d_acc[random_ans].mean())
         if float(d_acc.mean()) < -1e-9 or not bound <= s.tolerance:
             adopted = False
             reason = (
@@ -509,6 +519,19 @@ def personalise_round(
                 f"not surely as good: accuracy {acc_c:.2f} vs {acc_p:.2f}, log-loss "
                 f"{nll_c:.3f} vs {nll_p:.3f} (difference {d_nll.mean():+.3f} ± {se:.3f} per "
                 f"answer; adopted when it is <= {s.tolerance:g} one standard error up)"
+            )
+        elif random_ans.any() and (
+            estimate["random_accuracy_difference"] < -1e-9
+            or estimate["random_log_loss_difference"] > s.tolerance
+        ):
+            # the scored answers sit where the current model is at its worst; the answers to
+            # queries asked at random moments are an unbiased sample of the session
+            adopted = False
+            reason = (
+                f"better on the answers asked where the model was unsure, but not on the "
+                f"{int(random_ans.sum())} asked at random moments: accuracy "
+                f"{estimate['random_accuracy_difference']:+.2f}, log-loss "
+                f"{estimate['random_log_loss_difference']:+.3f} per answer vs the current version"
             )
     else:
         adopted, reason = False, "no out-of-sample estimate yet (too few answers)"

@@ -17,6 +17,13 @@ from the model's active-learning signals (:func:`window_score`): teacher-student
 entropy, or ``random`` (the baseline). Windows without a face cannot disagree and score 0
 under ``disagreement``.
 
+A fraction ``explore`` of the queries is asked at a random moment instead (recorded with method
+``random``): a query chosen by score lands where the model is at its worst, so answers to
+scored queries alone would judge a personalised version on a biased sample; the random ones
+are an unbiased sample of the session (see :func:`calibration.personalise.personalise_round`).
+Each query is drawn to be exploratory or not when the previous one is asked; an exploratory
+query waits a random extra delay of up to ``max(min_interval_s, span_s)`` seconds.
+
 To spend the budget when scores are flat, the threshold relaxes once the remaining session
 time no longer holds the remaining budget at one query per ``min_interval_s`` (only when the
 session's duration is known).
@@ -83,8 +90,10 @@ class PolicyConfig:
         Windows to see before the first query.
     answer_timeout_s : float
         An unanswered query expires after this long (it does not count against the budget).
+    explore : float
+        Fraction of the queries (0-1) asked at a random moment, not by score.
     seed : int
-        Seed of the ``random`` method.
+        Seed of the ``random`` method and of the exploratory draws.
     """
 
     budget: int = 20
@@ -94,6 +103,7 @@ class PolicyConfig:
     top_fraction: float = 0.3
     warmup: int = 8
     answer_timeout_s: float = 60.0
+    explore: float = 0.25
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +116,8 @@ class PolicyConfig:
             raise ConfigError(f"min_interval_s must be >= 0 seconds, got {self.min_interval_s}")
         if not 0 < self.top_fraction <= 1:
             raise ConfigError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
+        if not 0 <= self.explore <= 1:
+            raise ConfigError(f"explore must be a fraction in [0, 1], got {self.explore}")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0 windows, got {self.warmup}")
         if self.method not in QUERY_METHODS:
@@ -116,12 +128,15 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class Trigger:
-    """A query the policy asks for: the span ``[t_start, t_end]`` (LSL clock) and its score."""
+    """A query the policy asks for: the span ``[t_start, t_end]`` (LSL clock), its score and
+    how it was chosen (``method``: the policy's score method, or ``random`` for an
+    exploratory query)."""
 
     t_start: float
     t_end: float
     score: float
     threshold: float
+    method: str = "disagreement"
 
 
 class QueryPolicy:
@@ -157,6 +172,8 @@ class QueryPolicy:
         self._t_first: float | None = None
         self._t_last_query = max((e for _, e in self.spans), default=-math.inf)
         self._rng = random.Random(self.config.seed)
+        self._explore_delay: float | None = None
+        self._draw_next()
 
     @property
     def remaining(self) -> int:
@@ -185,10 +202,15 @@ class QueryPolicy:
         t_start = t_end - cfg.span_s
         if any(s < t_end and t_start < e for s, e in self.spans):
             return None
+        if self._explore_delay is not None:  # exploratory: a random moment, any score
+            since = self._t_first if not math.isfinite(self._t_last_query) else self._t_last_query
+            if t_end - since < cfg.min_interval_s + self._explore_delay:
+                return None
+            return Trigger(t_start, t_end, span_score, -math.inf, method="random")
         threshold = self._threshold(t_end)
         if span_score < threshold:
             return None
-        return Trigger(t_start=t_start, t_end=t_end, score=span_score, threshold=threshold)
+        return Trigger(t_start, t_end, span_score, threshold, method=cfg.method)
 
     def asked(self, trigger: Trigger) -> None:
         """The query of ``trigger`` is on its way: count it and block its span."""
@@ -196,6 +218,14 @@ class QueryPolicy:
         self.waiting = True
         self.spans.append((trigger.t_start, trigger.t_end))
         self._t_last_query = trigger.t_end
+        self._draw_next()
+
+    def _draw_next(self) -> None:
+        """Decide whether the next query is exploratory (and its extra delay, seconds)."""
+        cfg = self.config
+        self._explore_delay = None
+        if cfg.method != "random" and cfg.explore > 0 and self._rng.random() < cfg.explore:
+            self._explore_delay = self._rng.uniform(0.0, max(cfg.min_interval_s, cfg.span_s))
 
     def closed(self, *, counted: bool = True) -> None:
         """The waiting query was answered or skipped (``counted``), or expired (not counted:

@@ -180,6 +180,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--top-fraction", type=float, default=0.3, metavar="F", help="ask in the top F (0.3)"
     )
+    q.add_argument(
+        "--explore",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="fraction of queries asked at a random moment, not by score: an unbiased sample "
+        "to judge personalised versions on (0.25; 0 asks by score only)",
+    )
     q.add_argument("--warmup", type=int, default=8, metavar="N", help="windows before asking (8)")
     q.add_argument(
         "--answer-timeout-s", type=float, default=60.0, metavar="S", help="query expiry (60)"
@@ -244,7 +252,7 @@ def _session_args(args: argparse.Namespace) -> dict:
     keys = (
         "board", "lsl", "replay", "serial_port", "montage", "speed", "camera", "camera_file",
         "stimuli", "stimulus_s", "rest_s", "duration", "budget", "span_s", "min_interval_s",
-        "query_by", "top_fraction", "warmup", "answer_timeout_s", "personalise_every",
+        "query_by", "top_fraction", "explore", "warmup", "answer_timeout_s", "personalise_every",
         "ui", "host", "port", "no_record", "model", "device", "threads", "line_freq",
         "window_s", "hop_s", "max_batch", "max_pending",
     )  # fmt: skip
@@ -521,6 +529,7 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
                 min_interval_s=args.min_interval_s,
                 method=args.query_by,
                 top_fraction=args.top_fraction,
+                explore=args.explore,
                 warmup=args.warmup,
                 answer_timeout_s=args.answer_timeout_s,
             ),

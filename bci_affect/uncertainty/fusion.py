@@ -313,8 +313,11 @@ def select_pool(
     correlated, so the evidence is worth about one observation per group: the L2 pull towards
     ``raw_init`` / ``bias_init`` is ``prior_l2 / n_groups``. Each choice of
     :data:`POOL_CHOICES` is scored by its log-loss on groups left out of its fit (leave one
-    group out, at most 10 folds); the best one is refitted on every window. With fewer than
-    three groups there is nothing to choose with: both heads are pooled.
+    group out, at most 10 folds). Pooling both heads is chosen only when it beats the better
+    single head by more than one standard error of their paired per-group difference (the
+    one-standard-error rule: an uninformative head that helps only by chance on a few groups
+    is left out); the choice is refitted on every window. With fewer than three groups there
+    is nothing to choose with: both heads are pooled.
 
     Parameters
     ----------
@@ -343,25 +346,38 @@ def select_pool(
     cv = {name: float("nan") for name in POOL_CHOICES}
     choice = "both"
     if n_groups >= 3:
-        folds = [uniq[i :: min(10, n_groups)] for i in range(min(10, n_groups))]
+        gi = np.searchsorted(uniq, g)  # group index of each window
+        n_folds = min(10, n_groups)
+        folds = [uniq[i::n_folds] for i in range(n_folds)]
+        per_group = {}  # choice -> mean held-out log-loss of each group, shape (n_groups,)
         for name, use in POOL_CHOICES.items():
-            total, count = 0.0, 0
+            loss = np.zeros(labels.shape[0])
             for held in folds:
-                test = torch.as_tensor(np.isin(g, held))
+                test = np.isin(g, held)
+                t = torch.as_tensor(test)
                 raw, bias = fit_pool(
-                    *(a[~test] for a in args), labels[~test],
+                    *(a[~t] for a in args), labels[~t],
                     raw_init=raw_init, bias_init=bias_init, l2=l2, use=use,
                 )  # fmt: skip
                 s = pool_logits(
-                    *(a[test].double() for a in args), FusionPool.weights(raw).double(),
+                    *(a[t].double() for a in args), FusionPool.weights(raw).double(),
                     bias.double(),
                 )  # fmt: skip
-                total += float(
-                    torch.nn.functional.cross_entropy(s, labels[test].long(), reduction="sum")
-                )
-                count += int(test.sum())
-            cv[name] = total / max(count, 1)
+                loss[test] = torch.nn.functional.cross_entropy(
+                    s, labels[t].long(), reduction="none"
+                ).numpy()
+            cv[name] = float(loss.mean())
+            per_group[name] = np.bincount(gi, loss, n_groups) / np.bincount(gi, None, n_groups)
         choice = min(cv, key=lambda k: cv[k])
+        if choice == "both":
+            # one-standard-error rule: a single modality unless pooling beats it clearly
+            # (the groups' paired differences; a pool that is as good only by chance would
+            # let an uninformative head add noise)
+            for name in sorted(("face", "eeg"), key=lambda k: cv[k]):
+                d = per_group[name] - per_group["both"]
+                if d.mean() <= d.std(ddof=1) / np.sqrt(n_groups):
+                    choice = name
+                    break
     raw, bias = fit_pool(
         *args, labels, raw_init=raw_init, bias_init=bias_init, l2=l2, use=POOL_CHOICES[choice]
     )

@@ -34,6 +34,17 @@ def test_a_candidate_worse_than_the_live_model_is_kept_out(parent, tmp_path):
     assert doc["metadata"]["personalisation"]["adopted"] is False
 
 
+def test_a_candidate_better_only_where_queries_were_chosen_by_score_is_kept_out(parent, tmp_path):
+    # wrong on the answers asked by disagreement, right on those asked at random moments: the
+    # pooled estimate would favour the candidate; the unbiased sample says it is worse
+    store, _ = labelled_store(tmp_path / "s.sqlite", n_windows=80, live="mixed")
+    result = personalise_round(parent, tmp_path / "v1", store, "S01", FAST)
+    est = result.estimate
+    assert est["n_random_answers"] >= 2 and est["n_random_answers"] < est["n_answers"]
+    assert est["random_accuracy_difference"] < 0 or est["random_log_loss_difference"] > 0.02
+    assert not result.adopted and "asked at random moments" in result.reason
+
+
 def test_a_candidate_better_than_the_live_model_is_adopted_and_recalibrated(parent, tmp_path):
     # the live model was sure of a wrong class every time: the candidate is better out of sample
     store, n = labelled_store(tmp_path / "s.sqlite", n_windows=60, live="wrong")

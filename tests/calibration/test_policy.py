@@ -51,7 +51,9 @@ def test_asks_at_the_highest_scores(seed):
     peaks = [100, 250, 400, 550]
     for p in peaks:
         scores[p - 4 : p + 1] = 0.9  # a span of high disagreement ending at window p
-    cfg = PolicyConfig(budget=6, span_s=2.5, min_interval_s=3.0, top_fraction=0.03, warmup=60)
+    cfg = PolicyConfig(
+        budget=6, span_s=2.5, min_interval_s=3.0, top_fraction=0.03, warmup=60, explore=0.0
+    )
     trigs = drive(QueryPolicy(cfg), scores)
     ends = [round((t.t_end - 10.0) / 0.5) for t in trigs]
     on_peak = [e for e in ends if any(p - 4 <= e <= p + 4 for p in peaks)]
@@ -100,3 +102,31 @@ def test_bad_settings_are_refused_with_the_name():
         PolicyConfig(top_fraction=0)
     with pytest.raises(ConfigError, match="unknown query method"):
         PolicyConfig(method="loudest")
+    with pytest.raises(ConfigError, match="explore"):
+        PolicyConfig(explore=1.5)
+
+
+def test_a_share_of_the_queries_is_asked_at_random_moments():
+    """Exploratory queries ignore the score (an unbiased sample of the session), come at a
+    random moment after the spacing, and keep budget, spacing and spans."""
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 1, 4000)
+    cfg = PolicyConfig(budget=60, span_s=2.0, min_interval_s=10.0, warmup=8, explore=0.3)
+    trigs = drive(QueryPolicy(cfg), scores)
+    methods = [t.method for t in trigs]
+    assert set(methods) == {"disagreement", "random"}
+    share = methods.count("random") / len(methods)
+    assert 0.1 < share < 0.55, share
+    scored = [t for t in trigs if t.method != "random"]
+    explored = [t for t in trigs if t.method == "random"]
+    assert all(t.score >= t.threshold for t in scored)
+    assert all(t.threshold == -math.inf for t in explored)
+    # scored queries sit in the top 30 % of span scores; exploratory ones anywhere
+    assert np.mean([t.score for t in explored]) < np.mean([t.score for t in scored])
+    for a, b in zip(trigs, trigs[1:], strict=False):
+        assert b.t_end - a.t_end >= cfg.min_interval_s - 1e-9 and b.t_start >= a.t_end - 1e-9
+    # explore=0 never explores; explore=1 always does
+    none = drive(QueryPolicy(PolicyConfig(budget=20, min_interval_s=10.0, explore=0.0)), scores)
+    assert none and all(t.method == "disagreement" for t in none)
+    every = drive(QueryPolicy(PolicyConfig(budget=20, min_interval_s=10.0, explore=1.0)), scores)
+    assert every and all(t.method == "random" for t in every)

@@ -41,7 +41,9 @@ def labelled_store(
 ) -> tuple[Path, int]:
     """A store whose subject answered queries covering about ``n_windows`` windows of
     ``xdf`` (random ratings; each window's live probabilities are a random distribution, or
-    with ``live="right"`` / ``"wrong"`` sure of the answer's class / of another class).
+    with ``live="right"`` / ``"wrong"`` sure of the answer's class / of another class; with
+    ``live="mixed"`` every other query is one asked at a random moment, where the live model
+    was right, and the rest were asked by disagreement, where it was wrong).
 
     Returns the store path and the number of labelled windows.
     """
@@ -63,6 +65,7 @@ def labelled_store(
             class_names=classes,
         )
         t = results[0].window.t_end - 1e-6
+        n_query = 0
         while n_done < n_windows:
             in_span = [r for r in results if t < r.window.t_end <= t + span_s]
             if not in_span:
@@ -70,9 +73,11 @@ def labelled_store(
             in_span = in_span[: n_windows - n_done]
             v, ar = (int(x) for x in rng.integers(1, 10, 2))
             probs = rng.dirichlet(np.ones(len(classes)), size=len(in_span))
+            method = "random" if live == "mixed" and n_query % 2 else "disagreement"
             if live != "random":
                 label = rating_to_label(v, ar, scheme=trained.model.config.label_scheme)
-                target = label if live == "right" else (label + 1) % len(classes)
+                right = live == "right" or (live == "mixed" and method == "random")
+                target = label if right else (label + 1) % len(classes)
                 probs = np.full((len(in_span), len(classes)), 0.01)
                 probs[:, target] = 1.0 - 0.01 * (len(classes) - 1)
             q = store.add_query(
@@ -80,7 +85,7 @@ def labelled_store(
                 t_start=t,
                 t_end=t + span_s,
                 score=float(rng.uniform()),
-                method="disagreement",
+                method=method,
                 model_version=0,
                 prediction={
                     "fused": probs.mean(0).tolist(),
@@ -98,5 +103,6 @@ def labelled_store(
             store.mark_shown(q.id, 1.0)
             store.answer(Answer(q.id, v, ar, False, 2.0))
             n_done += len(in_span)
+            n_query += 1
             t += span_s
     return path, n_done

@@ -101,3 +101,36 @@ def test_the_pool_that_does_no_harm_is_chosen_by_held_out_trials():
         raw_init=torch.full((2,), FusionPool.RAW_ONE), bias_init=torch.zeros(4),
     )  # fmt: skip
     assert info["choice"] == "both" and np.isnan(info["cv_log_loss"]["face"])
+
+
+def test_a_head_that_helps_only_by_chance_on_a_few_trials_is_left_out():
+    """An EEG head at chance whose confident guesses are shared by a trial's windows can make
+    the pool look better on a handful of held-out trials; the one-standard-error rule keeps
+    the face alone unless pooling wins clearly."""
+    from bci_affect.uncertainty.fusion import select_pool
+
+    picked, lowest_cv = [], []
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        n_trials, per = 6, 20
+        trials = np.repeat(np.arange(n_trials), per)
+        n = trials.size
+        y = rng.integers(0, 4, n_trials)[trials]
+        face = np.where(rng.random(n) < 0.6, y, rng.integers(0, 4, n))
+        lf = rng.normal(0, 0.3, (n, 4))
+        lf[np.arange(n), face] += 1.5
+        eeg = rng.integers(0, 4, n_trials)[trials]  # one random guess per trial
+        le = rng.normal(0, 0.3, (n, 4))
+        le[np.arange(n), eeg] += 2.0
+        ones = torch.ones(n)
+        _, _, info = select_pool(
+            torch.log_softmax(torch.as_tensor(lf, dtype=torch.float32), -1),
+            torch.log_softmax(torch.as_tensor(le, dtype=torch.float32), -1),
+            ones, ones, torch.as_tensor(y), trials,
+            raw_init=torch.full((2,), FusionPool.RAW_ONE), bias_init=torch.zeros(4),
+        )  # fmt: skip
+        picked.append(info["choice"])
+        cv = info["cv_log_loss"]
+        lowest_cv.append(min(cv, key=lambda k: cv[k]))
+    assert lowest_cv.count("both") >= 1  # the lowest held-out loss alone is fooled ...
+    assert picked.count("both") == 0  # ... the rule is not
