@@ -82,6 +82,9 @@ class RoundSettings:
     face_stride : int
         Every ``face_stride``-th face frame of a window is used (the teacher pools the frames
         of a window; fewer frames make a round several times faster).
+    min_random_answers : int
+        Answers to queries asked at random moments (an unbiased sample of the session) needed
+        before a candidate can be adopted, when some queries were chosen by score.
     """
 
     epochs: int = 10
@@ -95,6 +98,7 @@ class RoundSettings:
     tolerance: float = 0.02
     kd_student: float = 0.5
     face_stride: int = 4
+    min_random_answers: int = 3
 
 
 def stack_inputs(windows: list[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray | None]:
@@ -355,9 +359,11 @@ def personalise_round(
        per-answer difference plus one standard error must be at most ``tolerance``. With a
        handful of answers that takes a clear win; a candidate that is as good only by chance
        is kept out. Queries chosen by score are asked where the current version is at its
-       worst, a biased sample; where some answers came from queries asked at random moments
-       (``method`` ``random``, see :class:`calibration.policy.PolicyConfig`), the candidate
-       must also be at least as accurate on those and within ``tolerance`` in mean log-loss.
+       worst, a biased sample. So when some queries were chosen by score, the candidate is
+       also judged on the answers to queries asked at random moments (``method`` ``random``,
+       see :class:`calibration.policy.PolicyConfig`): there must be ``min_random_answers`` of
+       them, and on those it must be at least as accurate and within ``tolerance`` in mean
+       log-loss. A session that never asks at random (``explore=0``) so never adopts.
     3. **The candidate.** ``parent`` fine-tuned on every answer (the student and the teacher's
        task head; the face encoder and the input standardisation kept), pulled towards
        ``parent``'s weights (``anchor_l2``), with its fused output refitted on the
@@ -520,7 +526,15 @@ def personalise_round(
                 f"{nll_c:.3f} vs {nll_p:.3f} (difference {d_nll.mean():+.3f} ± {se:.3f} per "
                 f"answer; adopted when it is <= {s.tolerance:g} one standard error up)"
             )
-        elif random_ans.any() and (
+        elif not random_ans.all() and random_ans.sum() < s.min_random_answers:
+            adopted = False
+            reason = (
+                f"{int(random_ans.sum())} of the answers came from queries asked at random "
+                f"moments; a new version is adopted once at least {s.min_random_answers} such "
+                f"answers can judge it (queries chosen by score are asked where the current "
+                f"version is at its worst, a biased sample)"
+            )
+        elif not random_ans.all() and (
             estimate["random_accuracy_difference"] < -1e-9
             or estimate["random_log_loss_difference"] > s.tolerance
         ):

@@ -37,7 +37,7 @@ def test_a_candidate_worse_than_the_live_model_is_kept_out(parent, tmp_path):
 def test_a_candidate_better_only_where_queries_were_chosen_by_score_is_kept_out(parent, tmp_path):
     # wrong on the answers asked by disagreement, right on those asked at random moments: the
     # pooled estimate would favour the candidate; the unbiased sample says it is worse
-    store, _ = labelled_store(tmp_path / "s.sqlite", n_windows=80, live="mixed")
+    store, _ = labelled_store(tmp_path / "s.sqlite", n_windows=80, live="mixed", random_every=2)
     result = personalise_round(parent, tmp_path / "v1", store, "S01", FAST)
     est = result.estimate
     assert est["n_random_answers"] >= 2 and est["n_random_answers"] < est["n_answers"]
@@ -45,9 +45,19 @@ def test_a_candidate_better_only_where_queries_were_chosen_by_score_is_kept_out(
     assert not result.adopted and "asked at random moments" in result.reason
 
 
+def test_no_version_is_adopted_before_enough_answers_asked_at_random(parent, tmp_path):
+    # better on every answer, but every query was chosen by score: nothing unbiased to judge on
+    store, _ = labelled_store(tmp_path / "s.sqlite", n_windows=60, live="wrong")
+    result = personalise_round(parent, tmp_path / "v1", store, "S01", FAST)
+    assert result.estimate["n_random_answers"] == 0
+    assert result.estimate["log_loss_difference"] < 0  # the pooled estimate favours it
+    assert not result.adopted and "at least 3 such answers" in result.reason
+
+
 def test_a_candidate_better_than_the_live_model_is_adopted_and_recalibrated(parent, tmp_path):
-    # the live model was sure of a wrong class every time: the candidate is better out of sample
-    store, n = labelled_store(tmp_path / "s.sqlite", n_windows=60, live="wrong")
+    # the live model was sure of a wrong class every time: the candidate is better out of sample,
+    # on the answers asked at random moments too
+    store, n = labelled_store(tmp_path / "s.sqlite", n_windows=100, live="wrong", random_every=2)
     result = personalise_round(parent, tmp_path / "v1", store, "S01", FAST)
     est = result.estimate
     assert result.adopted and result.reason == ""

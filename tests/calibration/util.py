@@ -38,12 +38,14 @@ def labelled_store(
     xdf: Path = DEMO,
     seed: int = 0,
     live: str = "random",
+    random_every: int = 0,
 ) -> tuple[Path, int]:
     """A store whose subject answered queries covering about ``n_windows`` windows of
     ``xdf`` (random ratings; each window's live probabilities are a random distribution, or
     with ``live="right"`` / ``"wrong"`` sure of the answer's class / of another class; with
-    ``live="mixed"`` every other query is one asked at a random moment, where the live model
-    was right, and the rest were asked by disagreement, where it was wrong).
+    ``live="mixed"`` right on the queries asked at random moments and wrong on the others).
+    Every ``random_every``-th query (0: none) is one asked at a random moment (method
+    ``random``), the others by disagreement.
 
     Returns the store path and the number of labelled windows.
     """
@@ -73,7 +75,8 @@ def labelled_store(
             in_span = in_span[: n_windows - n_done]
             v, ar = (int(x) for x in rng.integers(1, 10, 2))
             probs = rng.dirichlet(np.ones(len(classes)), size=len(in_span))
-            method = "random" if live == "mixed" and n_query % 2 else "disagreement"
+            chosen_at_random = random_every > 0 and n_query % random_every == random_every - 1
+            method = "random" if chosen_at_random else "disagreement"
             if live != "random":
                 label = rating_to_label(v, ar, scheme=trained.model.config.label_scheme)
                 right = live == "right" or (live == "mixed" and method == "random")
