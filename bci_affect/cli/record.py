@@ -19,8 +19,10 @@ examples:
 
 stream selectors: a bare word matches a stream's name or type; name=, type=, source_id= and
 host= match that field exactly. Beside FILE.xdf, FILE.json records the subject, session, board,
-montage, software versions, these arguments, each stream's metadata and sample count, and the
-start/stop times (LSL clock and UTC).
+montage, software versions, these arguments, each stream's metadata and sample count, the
+start/stop times (LSL clock and UTC), and how the recording ended: status complete,
+interrupted (killed, or SIGTERM to the recording process; the file is final) or failed (e.g. a
+full disk; the file holds what was written), with the reason. Exit status 2 unless complete.
 """
 
 

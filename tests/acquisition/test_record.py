@@ -3,6 +3,7 @@ commands."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -26,8 +28,9 @@ from acquisition.recorder import (
     sidecar_path,
     subject_session_from_path,
 )
+from acquisition.xdf import RecordingWarning, load_xdf
 from bci_affect.cli import main
-from bci_affect.core import Chunk, ConfigError, DeviceError, StreamInfo
+from bci_affect.core import BciAffectError, Chunk, ConfigError, DeviceError, StreamInfo
 
 pytestmark = pytest.mark.lsl
 
@@ -230,21 +233,47 @@ def test_record_read_back_and_sidecar(tmp_path, uid):
     assert read_back(path)[1] == list(summary.streams)
 
 
+@pytest.mark.slow
 def test_recording_process_crash_is_reported(tmp_path, uid):
     pusher = Pusher(uid)
+    pusher.start(duration_s=60)
     path = tmp_path / "crash.xdf"
     rec = Recorder(path, [f"source_id={uid}"], timeout_s=5)
-    rec.start()
-    os.kill(rec.pid, signal.SIGKILL)
-    assert rec.wait(duration_s=20) == "recorder_exited"
-    with pytest.raises(DeviceError) as err:
-        rec.stop()
-    msg = str(err.value)
-    assert str(path) in msg and "signal 9" in msg and "bytes" in msg and "crash.json" in msg
+    try:
+        rec.start()
+        # data flows: wait until the file holds EEG samples
+        deadline = time.monotonic() + 20
+        n_before = 0
+        while n_before == 0:
+            assert time.monotonic() < deadline, "nothing recorded"
+            time.sleep(0.05)
+            with warnings.catch_warnings(), contextlib.suppress(BciAffectError):
+                warnings.simplefilter("ignore", RecordingWarning)
+                n_before = load_xdf(path)[0].data.shape[1]
+        os.kill(rec.pid, signal.SIGKILL)
+        assert rec.wait(duration_s=20) == "recorder_exited"
+        with pytest.raises(
+            DeviceError, match=r"failed: the recording process was killed by signal 9"
+        ):
+            rec.stop()
+    finally:
+        pusher.stop()
+    assert rec.summary.status == "failed"
     side = json.loads(sidecar_path(path).read_text())
     assert side["status"] == "failed" and "signal 9" in side["error"]
     assert [s["name"] for s in side["streams"]] == [pusher.info.name]
-    pusher.stop()
+    assert side["size_bytes"] == path.stat().st_size and side["stop"] is not None
+
+    # the file reads back up to the cut: what was written before the crash is all there
+    with pytest.warns(RecordingWarning, match="truncated"):
+        (eeg,) = load_xdf(path)
+    n = eeg.data.shape[1]
+    assert n >= n_before
+    sent = np.concatenate([c.data for c in pusher.sent], axis=1)
+    sent_times = np.concatenate([c.times for c in pusher.sent])
+    first = int(np.argmin(np.abs(sent_times - eeg.times[0])))
+    np.testing.assert_array_equal(eeg.data, sent[:, first : first + n])  # no gap, none twice
+    np.testing.assert_allclose(eeg.times, sent_times[first : first + n], atol=1e-3)
 
 
 # --------------------------------------------------------------------------------------------
