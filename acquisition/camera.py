@@ -11,7 +11,11 @@
     type ``Markers``, one string channel ``event``, JSON objects:
     ``{"event": "dropped_samples", "stream": "Camera", "n": 3, "t": t}`` (``t`` = the LSL time
     the first missing frame would have had), ``{"event": "stream_lost", "stream": "Camera",
-    "t": t}`` and ``{"event": "stream_recovered", "stream": "Camera", "t": t}``.
+    "t": t}``, ``{"event": "stream_recovered", "stream": "Camera", "t": t}`` and, when a file
+    played in real time (a stand-in webcam) reaches its end, ``{"event": "stream_ended",
+    "stream": "Camera", "t": t, "reason": "end of file", "last": t_last, "n_frames": n}``
+    (``t``: when the end was found; ``last``: the last frame's time), so consumers stop waiting
+    for frames at once. :attr:`CameraSource.end_reason` says why the iteration ended.
 
 Timestamps
 ----------
@@ -369,6 +373,9 @@ class CameraSource:
         self.events_info = events_info_for(self.name, self.source_id)
         self.n_frames = 0
         self.n_dropped = 0
+        #: Why the last iteration ended: ``None`` while frames may come; ``"end of file"``,
+        #: ``"stop_s"``, ``"max_frames"``, ``"stopped"`` (:meth:`stop`) or ``"error"``.
+        self.end_reason: str | None = None
 
     # -- protocol ----------------------------------------------------------------------------
 
@@ -385,7 +392,8 @@ class CameraSource:
         self.close()
 
     def stop(self) -> None:
-        """End iteration after the current frame (thread-safe)."""
+        """End iteration after the current frame (thread-safe). Called before :meth:`open`,
+        the next iteration ends at once."""
         self._stop.set()
 
     def _where(self) -> str:
@@ -465,10 +473,10 @@ class CameraSource:
             channel_format="int64",
             desc=desc,
         )
-        self._stop.clear()
         self._error = None
         self.n_frames = 0
         self.n_dropped = 0
+        self.end_reason = None
         logger.info(
             "%s open: %dx%d at %g fps (%s)",
             self._where(),
@@ -494,6 +502,7 @@ class CameraSource:
         cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()
+        self._stop.clear()  # a later open() starts afresh
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -562,18 +571,23 @@ class CameraSource:
                     pts = self._file_pts(cap, index, pts)
             first = False
             if not ok:
+                self.end_reason = "end of file"
                 return
             if cfg.stop_s is not None and pts >= cfg.stop_s:
+                self.end_reason = "stop_s"
                 return
             if index % cfg.every_n:
                 continue
             ok, frame = cap.retrieve()
             if not ok or frame is None:
+                self.end_reason = "error"
                 raise FileFormatError(f"{self._where()}: frame {index} could not be decoded")
             self.n_frames += 1
             yield self._frame_chunk(frame, start_time + pts, index, 0)
             if cfg.max_frames is not None and self.n_frames >= cfg.max_frames:
+                self.end_reason = "max_frames"
                 return
+        self.end_reason = "stopped"
 
     def _iter_live(self) -> Iterator[FrameChunk | Chunk]:
         t_prev = None
@@ -586,7 +600,10 @@ class CameraSource:
                     continue
             if item is _END:
                 if self._error is not None:
+                    self.end_reason = "error"
                     raise self._error
+                if self.end_reason is None:
+                    self.end_reason = "stopped"
                 return
             if isinstance(item, Chunk):  # stream_lost / stream_recovered
                 yield item
@@ -598,9 +615,11 @@ class CameraSource:
             t_prev = item.t
             yield self._frame_chunk(item.frame, item.t, item.index, item.n_dropped)
             if self.config.max_frames is not None and self.n_frames >= self.config.max_frames:
+                self.end_reason = "max_frames"
                 self._stop.set()
                 return
             if self._stop.is_set():
+                self.end_reason = self.end_reason or "stopped"
                 return
 
     # -- capture thread ----------------------------------------------------------------------
@@ -685,17 +704,20 @@ class CameraSource:
         n_released = 0
         n_skipped = 0
         pending_grabbed = index >= 0
+        t_last: float | None = None
         while not self._stop.is_set():
             if pending_grabbed:
                 pending_grabbed = False
             else:
                 if not cap.grab():
+                    self._file_ended(t_last, n_released)
                     return
                 index += 1
                 pts = self._file_pts(cap, index, pts)
             if pts0 is None:
                 pts0 = pts
             if cfg.stop_s is not None and pts >= cfg.stop_s:
+                self.end_reason = "stop_s"
                 return
             if t0 is None:
                 t0 = local_clock()
@@ -709,8 +731,22 @@ class CameraSource:
             ok, frame = cap.retrieve()
             if not ok or frame is None:
                 raise FileFormatError(f"{self._where()}: frame {index} could not be decoded")
-            self._emit(frame, local_clock(), index, n_skipped)
+            t_last = local_clock()
+            self._emit(frame, t_last, index, n_skipped)
             n_skipped = 0
             n_released += 1
             if cfg.max_frames is not None and n_released >= cfg.max_frames:
+                self.end_reason = "max_frames"
                 return
+
+    def _file_ended(self, t_last: float | None, n_frames: int) -> None:
+        """A file played in real time reached its end: say so on the events stream."""
+        t = local_clock()
+        self.end_reason = "end of file"
+        logger.info("%s ended after %d frames", self._where(), n_frames)
+        fields = {"t": t, "reason": "end of file", "n_frames": n_frames}
+        if t_last is not None:
+            fields["last"] = t_last
+        self._buffer.put(
+            make_events_chunk(self.events_info, self.name, [("stream_ended", t, fields)])
+        )

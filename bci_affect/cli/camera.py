@@ -4,11 +4,21 @@ Each frame is stamped on the LSL clock at capture, tracked (MediaPipe face mesh)
 scored by the pretrained expression network; one FaceFeatures sample per frame goes out on LSL
 until Ctrl-C, SIGTERM, ``--duration`` or the end of the file. ``bci-affect record`` records it
 beside the EEG.
+
+Ctrl-C (SIGINT) and SIGTERM stop it cleanly, at any moment (even while the models load): the
+frame in hand is finished, the outlets are closed, ``--video`` and its frame index are
+finalised, and one line says why it stopped; the exit status is 0. A second signal raises
+``KeyboardInterrupt`` (status 130 if it lands while the source is closing). A video file played
+in real time that reaches its end announces it on ``NAME-events`` (``stream_ended``) and the
+command ends with status 0 and a line saying so.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
 
 _EPILOG = """\
 examples:
@@ -25,7 +35,7 @@ streams published (NAME is --name, default FaceFeatures):
                 expr_angry ... expr_neutral (7 FER2013 probabilities), emb_0 ... emb_127;
                 NaN where no face is tracked
   NAME-events   type Markers, JSON strings: dropped_samples, face_lost, face_found,
-                stream_lost, stream_recovered
+                stream_lost, stream_recovered, stream_ended (a --file played to its end)
   VideoFrames   type VideoFrameIndex (only with --video): frame number in the video file
 
 The expression network's weights are fetched once at set-up:
@@ -144,8 +154,88 @@ def build_source(args: argparse.Namespace):
     return FaceFeatureSource(camera, extractor, video=video)
 
 
+class _Stop:
+    """Why publishing ends: the first SIGINT/SIGTERM (or ``--duration``) stops the source
+    gracefully; a second signal interrupts at once (``KeyboardInterrupt``)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.duration_s: float | None = None
+        self.source = None
+        self._lock = threading.Lock()
+
+    def request(self, reason: str) -> None:
+        with self._lock:
+            first = self.reason is None
+            if first:
+                self.reason = reason
+            source = self.source
+        if not first and reason.startswith("SIG"):
+            raise KeyboardInterrupt
+        if source is not None:
+            source.stop()
+
+    def attach(self, source) -> None:
+        """Stop ``source`` now if a stop was asked for before it existed."""
+        with self._lock:
+            self.source = source
+            asked = self.reason is not None
+        if asked:
+            source.stop()
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.request(name)
+
+
+def _install(stop: _Stop) -> dict:
+    """SIGINT and SIGTERM stop ``stop``'s source (main thread only); the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, stop.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _end_line(stop: _Stop, source) -> str:
+    """One line saying why publishing ended."""
+    camera = source.camera
+    if stop.reason == "--duration":
+        return f"bci-affect camera: stopped after --duration {stop.duration_s:g} s"
+    if stop.reason is not None:
+        return f"bci-affect camera: stopped by {stop.reason}"
+    if camera.end_reason == "end of file":
+        return (
+            f"bci-affect camera: end of video file {str(camera.config.file)!r} "
+            f"({source.stats.n_samples} frames published); nothing more to publish"
+        )
+    if camera.end_reason == "stopped":
+        # Only publish()'s own SIGTERM handler stops the source without a reason recorded
+        # here (--duration and SIGINT go through _Stop).
+        return "bci-affect camera: stopped by SIGTERM"
+    return f"bci-affect camera: stopped ({camera.end_reason or 'source ended'})"
+
+
 def run(args: argparse.Namespace) -> int:
     from bci_affect.cli.stream import publish  # noqa: PLC0415
+    from bci_affect.core.errors import ConfigError  # noqa: PLC0415
 
-    publish(build_source(args), duration_s=args.duration)
+    if args.duration is not None and not args.duration > 0:
+        raise ConfigError(f"--duration must be > 0 seconds, got {args.duration:g}")
+    stop = _Stop()
+    previous = _install(stop)  # before the models load: a signal then is honoured too
+    timer = None
+    try:
+        source = build_source(args)
+        stop.attach(source)
+        if args.duration is not None:
+            stop.duration_s = args.duration
+            timer = threading.Timer(args.duration, stop.request, args=("--duration",))
+            timer.daemon = True
+            timer.start()
+        publish(source)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(_end_line(stop, source), file=sys.stdout, flush=True)
     return 0

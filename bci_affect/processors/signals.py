@@ -1,7 +1,9 @@
 """The signals chain: preprocess -> aligned windows -> quality -> features.
 
 :class:`SignalPipeline` runs it live, chunk by chunk (``__call__(chunk) -> list[WindowResult]``)
-on any mix of EEG, FaceFeatures and other streams (others are ignored).
+on any mix of EEG, FaceFeatures and other streams (others are ignored, except the acquisition
+events of the face stream: ``{"event": "stream_ended" | "stream_lost", "stream": <face stream>}``
+on a string stream tell the windower no frame will come, so windows stop waiting for them).
 :func:`iter_recording` runs it on whole recorded streams, scoring windows in vectorised batches.
 Both cut the same windows with the same :class:`~bci_affect.processors.windower.Windower` and
 finish through the same maths, so live, chunked and offline results agree.
@@ -9,6 +11,7 @@ finish through the same maths, so live, chunked and offline results agree.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -155,6 +158,8 @@ class SignalPipeline:
     def __call__(self, chunk: Chunk) -> list[WindowResult]:
         if chunk.info.type == FACE_TYPE:
             return self._score(self.windower.push_face(chunk))
+        if chunk.info.is_string:
+            return self._score(self._face_events(chunk))
         if not self.is_eeg(chunk):
             return []
         if self._eeg_name is None:
@@ -168,6 +173,22 @@ class SignalPipeline:
             return []
         filtered = self.preprocess(chunk)
         return self._score(self.windower.push_eeg(filtered, raw=chunk))
+
+    def _face_events(self, chunk: Chunk) -> list[Window]:
+        """Act on ``stream_ended`` / ``stream_lost`` events of the face stream in a string chunk
+        (e.g. ``FaceFeatures-events``); returns the windows that became ready."""
+        face = self.windower.face_name
+        if face is None or chunk.n_times == 0:
+            return []
+        out: list[Window] = []
+        for text, t in zip(chunk.data[0], chunk.times, strict=True):
+            event = _stream_event(text)
+            if event is not None and event.get("stream") == face:
+                reason = "ended" if event["event"] == "stream_ended" else "lost"
+                when = event.get("t")
+                when = float(when) if isinstance(when, (int, float)) else float(t)
+                out += self.windower.face_stopped(reason, when)
+        return out
 
     def flush(self) -> list[WindowResult]:
         """End of the stream: score the windows still waiting (for late face frames)."""
@@ -207,6 +228,19 @@ class SignalPipeline:
                 _with_sites(WindowResult(w, q, self.extractor(w, ~q.bad, powers)), self.sites)
             )
         return out
+
+
+def _stream_event(text: object) -> dict | None:
+    """The ``stream_ended`` / ``stream_lost`` event in one marker string, else ``None``."""
+    if not isinstance(text, str) or '"stream_' not in text:
+        return None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(event, dict) and event.get("event") in ("stream_ended", "stream_lost"):
+        return event
+    return None
 
 
 def _with_sites(result: WindowResult, sites: SiteFeatures) -> WindowResult:

@@ -30,6 +30,24 @@ Live input needs two more rules, because streams arrive through separate readers
   seconds of backlog in one go, before the face reader has run: stream time alone would then
   call frames "late" that are already waiting in the face inlet. Offline (no clock) the rule is
   stream time alone, so a file gives the same windows however it is chunked.
+
+A face stream that stops does not cost every later window ``face_wait_s`` of delay. Its state
+(:attr:`Windower.face_state`) is one of:
+
+``"ok"``
+    windows wait for late frames as above;
+``"stalled"``
+    a window waited the full ``face_wait_s`` (stream time, and on the clock when there is one)
+    without a frame after its end: later windows are cut as soon as the EEG passes their end,
+    without waiting for frames;
+``"ended"`` / ``"lost"``
+    the source said so (:meth:`Windower.face_stopped`: a video file that ended, an LSL inlet
+    that lost its stream): from then on windows are cut at once, the first one included.
+
+Frames that arrive again (no more than ``face_wait_s`` of stream time behind the EEG) put the
+state back to ``"ok"``. Every change is logged as one line (a warning) and each window carries
+the state it was cut in (``Window.face_state``). Windows cut without frames go on with the EEG
+alone (no face frame, ``face_coverage`` 0).
 """
 
 from __future__ import annotations
@@ -52,6 +70,13 @@ logger = logging.getLogger(__name__)
 #: Stream type of the face pipeline's per-frame features.
 FACE_TYPE = "FaceFeatures"
 
+#: States of the face stream (see the module docstring).
+FACE_STATES = ("ok", "stalled", "ended", "lost")
+
+#: A change to a state warned about less than this long ago (seconds, stream time) is logged at
+#: INFO instead of WARNING, so a flickering stream does not flood the log.
+_QUIET_REPEAT_S = 10.0
+
 
 @dataclass(frozen=True)
 class WindowConfig:
@@ -67,7 +92,8 @@ class WindowConfig:
         A pause between EEG samples longer than this is a gap.
     face_wait_s : float
         How far (EEG time) a window waits for late face frames before it is emitted without
-        them.
+        them; a window that waited this long for nothing marks the face stream stalled (later
+        windows no longer wait, until frames come again).
     face_hold_s : float
         How long one face frame covers when computing face coverage (frames further apart
         leave a gap).
@@ -138,6 +164,10 @@ class Window:
         ``face_hold_s``); 0 without a face stream.
     face_gap : bool
         The face stream itself left part of the window without frames.
+    face_state : str
+        State of the face stream when the window was cut (:data:`FACE_STATES`; ``"ok"`` also
+        without a face stream): ``"stalled"``, ``"ended"`` or ``"lost"`` mean the window was
+        cut without waiting for face frames.
     """
 
     index: int
@@ -156,6 +186,7 @@ class Window:
     face_names: tuple[str, ...] = ()
     face_coverage: float = 0.0
     face_gap: bool = False
+    face_state: str = "ok"
 
     @property
     def t_start(self) -> float:
@@ -306,6 +337,66 @@ class Windower:
         self._gap_at: list[int] = []  # stream positions i with a pause before sample i
         self._warned_face_overflow = False
         self._empty: dict[tuple[int, int], NDArray] = {}
+        self._face_state = "ok"
+        self._t_warned: dict[str, float] = {}  # stream time of the last warning, per state
+
+    @property
+    def face_name(self) -> str | None:
+        """Name of the face stream (pushed or announced); ``None`` without one."""
+        return self._face_info.name if self._face_info is not None else None
+
+    @property
+    def face_state(self) -> str:
+        """State of the face stream: ``"ok"``, ``"stalled"``, ``"ended"`` or ``"lost"``."""
+        return self._face_state
+
+    def face_stopped(self, reason: str = "ended", t: float | None = None) -> list[Window]:
+        """The face stream's source says no frame will come: windows stop waiting for it.
+
+        Windows cut from now on (the waiting ones included) go out as soon as the EEG passes
+        their end, without face frames after the last one received. Frames that arrive again
+        put the state back to ``"ok"``.
+
+        Parameters
+        ----------
+        reason : {"ended", "lost"}
+            ``"ended"``: the source ended (a video file played to its end); ``"lost"``: it
+            vanished (an LSL stream lost, a camera that stopped delivering frames).
+        t : float, optional
+            When it happened, seconds on the LSL clock (for the log line).
+
+        Returns
+        -------
+        list of Window
+            The windows that became ready.
+        """
+        if reason not in ("ended", "lost"):
+            raise ConfigError(f"reason must be 'ended' or 'lost', got {reason!r}")
+        self._set_face_state(reason, self._face_last if t is None else float(t))
+        return self._emit() if self._eeg is not None else []
+
+    def _set_face_state(self, state: str, t: float) -> None:
+        """Change the face stream's state, with one log line (see the module docstring)."""
+        if state == self._face_state:
+            return
+        self._face_state = state
+        name = self._face_info.name if self._face_info is not None else "FaceFeatures"
+        at = f"t={t:.3f} s" if math.isfinite(t) else "before its first frame"
+        if state == "ok":
+            text = f"face stream {name!r} resumed at {at}; windows wait for its frames again"
+        elif state == "stalled":
+            text = (
+                f"face stream {name!r} stalled: no frame after {at} for "
+                f"{self.config.face_wait_s:g} s; windows go on without the face (EEG only) "
+                "until frames come again"
+            )
+        else:
+            text = f"face stream {name!r} {state} ({at}); windows go on without the face (EEG only)"
+        when = self._eeg_last if math.isfinite(self._eeg_last) else t
+        quiet = when - self._t_warned.get(state, -math.inf) < _QUIET_REPEAT_S
+        logger.log(logging.INFO if quiet else logging.WARNING, "%s", text)
+        if not quiet and math.isfinite(when):
+            self._t_warned[state] = when
 
     @property
     def buffered(self) -> tuple[int, int]:
@@ -413,6 +504,11 @@ class Windower:
         self._face.append(chunk.times[keep], np.asarray(chunk.data[:, keep], np.float64))
         if keep.any():
             self._face_last = float(chunk.times[keep][-1])
+            # Frames again, and not hopelessly behind the EEG: wait for them again.
+            if self._face_state != "ok" and not (
+                self._eeg_last - self._face_last > self.config.face_wait_s
+            ):
+                self._set_face_state("ok", float(chunk.times[keep][0]))
         self._bound_face()
         return self._emit() if self._eeg is not None else []
 
@@ -462,14 +558,20 @@ class Windower:
             return False
         if self._face_info is None or self._face_last > t:
             return True
+        if self._face_state != "ok":  # stalled, ended or lost: no waiting
+            return True
         wait = self.config.face_wait_s
         if not self._eeg_last > t + wait:
             return False
-        if self.clock is None:
-            return True
-        # Live: also face_wait_s on the clock since the EEG that completed this window arrived.
-        done = next((a for t_last, a in self._arrivals if t_last > t + self._half), None)
-        return done is None or self.clock() - done >= wait
+        if self.clock is not None:
+            # Live: also face_wait_s on the clock since the EEG that completed this window
+            # arrived.
+            done = next((a for t_last, a in self._arrivals if t_last > t + self._half), None)
+            if done is not None and self.clock() - done < wait:
+                return False
+        # This window waited the full face_wait_s for nothing: the stream stalled.
+        self._set_face_state("stalled", self._face_last)
+        return True
 
     def _emit(self) -> list[Window]:
         out = []
@@ -518,8 +620,10 @@ class Windower:
         t_lo, t_hi = t - cfg.window_s + self._half, t + self._half
         lo = int(times.searchsorted(t_lo, side="right"))
         hi = int(times.searchsorted(t_hi, side="right"))
-        # A pause inside the window: between samples lo..hi-1 (stream positions).
-        inner = bool(self._gap_at) and any(buf.base + lo < g < buf.base + hi for g in self._gap_at)
+        # A pause inside the window: between samples lo..hi-1 (stream positions), or one that
+        # the last n samples would reach back across when the window holds fewer than n.
+        reach = buf.base + min(lo, hi - n)
+        inner = bool(self._gap_at) and any(reach < g < buf.base + hi for g in self._gap_at)
         if hi > lo and (
             float(times[lo]) - t_lo <= cfg.max_gap_s
             and t_hi - float(times[hi - 1]) <= cfg.max_gap_s
@@ -531,6 +635,8 @@ class Windower:
             edges = np.concatenate([[t_lo], sel, [t_hi]])
             where = np.flatnonzero(edges[1:] - edges[:-1] > cfg.max_gap_s)
             gaps = tuple((float(edges[i]), float(edges[i + 1])) for i in where)
+            if inner and not gaps:  # the pause ended less than max_gap_s into the window
+                gaps = ((float(t_lo), float(times[lo])),)
         raw = None
         if not gaps and hi >= n and hi - lo >= n - self._n_tol:
             eeg = buf.view(hi - n, hi)
@@ -557,6 +663,7 @@ class Windower:
             first_index=int(first),
             eeg_coverage=coverage,
             eeg_gaps=gaps,
+            face_state=self._face_state,
             **face,
         )
 

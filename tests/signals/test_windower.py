@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 
@@ -298,3 +299,144 @@ def test_a_long_pause_gives_empty_windows_cheaply(sig, rng):
     assert len({id(w.eeg) for w in empty}) == 1  # one shared all-NaN array, not 1150 copies
     assert np.isnan(empty[0].eeg).all() and not empty[0].eeg.flags.writeable
     assert windows[-1].complete
+
+
+def _live_session(sig, rng, windower, clock, *, face_until, face_from, face_lag_s=0.0):
+    """Feeds 20 s of EEG in 40 ms chunks as a live session would: the injected clock follows the
+    stream (each chunk arrives when its last sample was taken), the face frames (30 fps) of each
+    chunk come just before it, ``face_lag_s`` late, except between ``face_until`` and
+    ``face_from`` (seconds from the start), where the face stream gives nothing.
+
+    Returns ``(window, delay)`` pairs: ``delay`` is the clock at emission minus the window's end.
+    """
+    eeg = sig.make_eeg(rng, seconds=20)
+    t0 = eeg.times[0]
+    ft = t0 + np.arange(0, 20.0, 1 / 30)
+    gone = (ft - t0 >= face_until) & (ft - t0 < face_from)
+    face = _face(ft[~gone], np.ones((~gone).sum(), bool))
+    windower.expect_face(face.info)
+    out: list[tuple[Window, float]] = []
+    sent = -np.inf
+    for c in sig.split_every(eeg, 0.04):
+        clock.now = float(c.times[-1])
+        upto = c.times[-1] + 1e-9 - face_lag_s
+        frames = face.slice_times(sent, upto)
+        sent = upto
+        got = windower.push_face(frames) + windower.push_eeg(c)
+        out += [(w, clock.now - w.t_end) for w in got]
+    return out, t0
+
+
+def test_a_stalled_face_stream_no_longer_delays_the_windows(sig, rng, caplog):
+    """Once a window waited face_wait_s (stream time and clock) for nothing, the face stream is
+    marked stalled and later windows go out as soon as the EEG passes their end; frames that
+    come back put the windows back to waiting for them."""
+    clock = _Clock()
+    w = Windower(WindowConfig(face_wait_s=1.0), clock=clock)
+    with caplog.at_level(logging.INFO, logger="bci_affect.processors.windower"):
+        out, t0 = _live_session(sig, rng, w, clock, face_until=8.0, face_from=13.0)
+    end = {round(x.t_end - t0, 3): (x, delay) for x, delay in out}
+    assert sorted(end) == [4.0 + 0.5 * k for k in range(32)]  # nothing lost: 4.0 ... 19.5 s
+    before = [end[t] for t in end if t <= 7.5]
+    assert all(x.face.shape[0] == 120 and d < 0.1 for x, d in before)
+    first, d_first = end[8.0]  # the window the face stopped in waits face_wait_s, once
+    assert d_first >= 1.0
+    assert end[8.5][1] < 0.6  # its EEG had arrived during that wait: out with it
+    stalled = [end[t] for t in end if 9.0 <= t <= 12.5]
+    assert all(d < 0.1 for _, d in stalled)  # before: each waited 1 s more
+    assert all(x.face_state == "ok" for x, _ in before) and first.face_state == "stalled"
+    assert all(x.face_state == "stalled" for x, _ in stalled)
+    assert all(x.face.shape[0] == 0 for x, _ in stalled if x.t_start - t0 >= 8.0)
+    back = [end[t] for t in end if t >= 13.5]
+    assert all(x.face_state == "ok" and x.face.shape[0] > 0 for x, _ in back)
+    assert all(x.face_coverage > 0.95 for x, _ in back if x.t_start - t0 >= 13.0)
+    assert w.face_state == "ok"
+    lines = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage().split(":")[0].split(" (")[0] for r in lines] == [
+        "face stream 'FaceFeatures' stalled",
+        "face stream 'FaceFeatures' resumed at t=1013.000 s; windows wait for its frames again",
+    ]
+    assert "windows go on without the face (EEG only)" in lines[0].getMessage()
+
+
+def test_frames_that_come_back_are_waited_for_again(sig, rng):
+    """After a stall, frames arriving 0.3 s late (within face_wait_s) are waited for again."""
+    clock = _Clock()
+    w = Windower(WindowConfig(face_wait_s=1.0), clock=clock)
+    out, t0 = _live_session(sig, rng, w, clock, face_until=6.0, face_from=10.0, face_lag_s=0.3)
+    late = [(x, d) for x, d in out if x.t_end - t0 >= 11.0]
+    assert late and all(x.face_state == "ok" for x, _ in late)
+    for x, d in late:  # each waited for its last frames (0.3 s), and no more
+        assert x.face_times[-1] > x.t_end - 1 / 30 - 1e-9
+        assert 0.25 < d < 0.45
+
+
+@pytest.mark.parametrize("how", ["stalled", "ended", "lost"])
+def test_offline_windows_after_the_face_stream_stops_follow_the_eeg(sig, rng, how):
+    """Offline (stream time, no clock): after the face stream stalls (or its source says it
+    ended or was lost) each window goes out with the EEG chunk that passes its end; the windows
+    themselves are those of the whole recording cut at once."""
+    eeg = sig.make_eeg(rng, seconds=16)
+    t0 = eeg.times[0]
+    ft = t0 + np.arange(0, 7.0, 1 / 30)
+    face = _face(ft, np.ones(ft.shape, bool))
+    expected = _run(Windower(), [face, eeg])
+    w = Windower(WindowConfig(face_wait_s=1.0))
+    got: list[Window] = []
+    behind: dict[float, float] = {}  # window end -> how far the EEG was past it at emission
+    for c in sig.split_every(eeg, 0.1):
+        got += w.push_face(face.slice_times(c.times[0], c.times[-1] + 1e-9))
+        if how != "stalled" and w.face_state == "ok" and c.times[-1] - t0 >= 7.0:
+            got += w.face_stopped(how, t=t0 + 7.0)  # the source's event, just after its end
+        got += w.push_eeg(c)
+        behind.update(
+            {x.t_end - t0: c.times[-1] - x.t_end for x in got if x.t_end - t0 not in behind}
+        )
+    got += w.flush()
+    _same(expected, got)
+    # the stall is found by waiting face_wait_s once (7.5 s went out with 7.0 s); an ended or
+    # lost stream is not waited for at all
+    waited = {t: b for t, b in behind.items() if b > 0.1}
+    assert list(waited) == ([7.0, 7.5] if how == "stalled" else [])
+    assert all(b < 1.1 for b in waited.values()) and waited.get(7.0, 1.0) >= 1.0
+    assert w.face_state == how
+    assert all(x.face_state == how for x in got if x.t_end - t0 > 7.0)
+
+
+def test_face_stream_events_stop_the_wait(sig, rng, caplog):
+    """The signals chain hands stream_ended / stream_lost of the face stream (its -events
+    stream) to the windower: waiting windows go out at once; other events change nothing."""
+    from bci_affect.processors import SignalPipeline
+
+    eeg = sig.make_eeg(rng, seconds=9)
+    t0 = eeg.times[0]
+    ft = t0 + np.arange(0, 5.1, 1 / 30)  # frames up to 5.07 s
+    face = _face(ft, np.ones(ft.shape, bool))
+    events = StreamInfo("FaceFeatures-events", "Markers", 0.0, ("event",), channel_format="string")
+
+    def marker(*bodies: dict) -> Chunk:
+        texts = [json.dumps(b) for b in bodies]
+        return Chunk(np.array([texts], dtype=object), t0 + 5.0 + np.arange(len(texts)), events)
+
+    for event, state in (("stream_ended", "ended"), ("stream_lost", "lost")):
+        chain = SignalPipeline()
+        assert chain(face) == []
+        first = chain(eeg.slice_times(-np.inf, t0 + 5.6))  # windows up to 5.0 s need no wait
+        assert [round(r.t_end - t0, 3) for r in first] == [4.0, 4.5, 5.0]
+        assert chain(eeg.slice_times(t0 + 5.6, t0 + 5.7)) == []  # 5.5 s waits for frames
+        others = marker(
+            {"event": event, "stream": "EEG", "t": t0 + 5.0},
+            {"event": "face_lost", "stream": "FaceFeatures", "t": t0 + 5.0},
+            {"event": "trial_start", "trial": 1},
+        )
+        assert chain(replace(others, data=np.array([["not json", *others.data[0][1:]]]))) == []
+        assert chain.windower.face_state == "ok"
+        with caplog.at_level(logging.WARNING):
+            out = chain(marker({"event": event, "stream": "FaceFeatures", "t": t0 + 5.02}))
+        assert [round(r.t_end - t0, 3) for r in out] == [5.5]
+        assert chain.windower.face_state == state and out[0].window.face_state == state
+        assert f"face stream 'FaceFeatures' {state} (t={t0 + 5.02:.3f} s)" in caplog.text
+        later = chain(eeg.slice_times(t0 + 5.7, np.inf))
+        assert [round(r.t_end - t0, 3) for r in later] == [6.0, 6.5, 7.0, 7.5, 8.0, 8.5]
+    with pytest.raises(ConfigError, match="reason"):
+        Windower().face_stopped("gone")
