@@ -25,7 +25,9 @@ Stream loss and recovery
         {"event": "gap", "stream": "EEG", "start": 811.9, "end": 815.0}
 
     Times are seconds on the LSL clock. A stream gone for longer than ``lost_timeout_s`` ends
-    the iteration with a :class:`~bci_affect.core.errors.DeviceError` (``None``: wait forever).
+    the iteration with a :class:`~bci_affect.core.errors.DeviceError` (``None``: wait forever);
+    so does, at once, one that comes back with other channels or another sample format
+    (liblsl does not reconnect an inlet to it).
 """
 
 from __future__ import annotations
@@ -391,7 +393,8 @@ class _Reader:
 
     # -- presence -----------------------------------------------------------------------------
 
-    def _visible(self) -> bool:
+    def _find(self) -> list[pylsl.StreamInfo]:
+        """This stream on the network now (by source id, else name, type and host)."""
         sid = self.info.source_id
         if sid:
             pred = f"source_id={_xpath_literal(sid)}"
@@ -400,7 +403,24 @@ class _Reader:
                 f"name={_xpath_literal(self.info.name)} and type={_xpath_literal(self.info.type)}"
                 f" and hostname={_xpath_literal(self.host)}"
             )
-        return bool(pylsl.resolve_bypred(pred, 1, PRESENCE_TIMEOUT_S))
+        return pylsl.resolve_bypred(pred, 1, PRESENCE_TIMEOUT_S)
+
+    def _visible(self) -> bool:
+        return bool(self._find())
+
+    def _check_layout(self, found: list[pylsl.StreamInfo]) -> None:
+        """Raise when the stream came back with other channels or another sample format:
+        liblsl does not reconnect an inlet to it, so waiting would never end."""
+        for info in found:
+            n, fmt = info.channel_count(), lsl_format_name(info.channel_format())
+            if (n, fmt) != (self.info.n_chans, self.info.channel_format):
+                raise DeviceError(
+                    f"LSL stream {self.info.name!r} (source_id {self.info.source_id!r}) came "
+                    f"back with {n} channels ({fmt}, {info.nominal_srate():g} Hz) instead of "
+                    f"{self.info.n_chans} ({self.info.channel_format}, {self.info.sfreq:g} Hz); "
+                    "a running reader cannot switch: start it again (e.g. `bci-affect run`) to "
+                    "read the new layout"
+                )
 
     def _mark_lost(self, now: float) -> None:
         self.lost_at = now
@@ -442,7 +462,8 @@ class _Reader:
                     self._on_idle()
         except BaseException as exc:  # noqa: BLE001 (passed to the consumer, who re-raises)
             if not isinstance(exc, DeviceError):
-                logger.exception("reading LSL stream %r failed", self.info.name)
+                # The consumer reports it (one line); the traceback is for --log-level DEBUG.
+                logger.debug("reading LSL stream %r failed", self.info.name, exc_info=True)
             src._put(_Failure(exc), force=True)
 
     def _on_data(self, samples: object, ts: np.ndarray) -> None:
@@ -480,14 +501,19 @@ class _Reader:
                 due = quiet > PRESENCE_INTERVAL_S and now - self.last_check > PRESENCE_INTERVAL_S
             if due:
                 self.last_check = now
-                if not self._visible():
+                found = self._find()
+                self._check_layout(found)  # restarted at once with another layout
+                if not found:
                     self._mark_lost(pylsl.local_clock())
             return
         # lost: irregular streams count as recovered as soon as they are visible again;
-        # regular streams when their samples flow again (see _on_data).
-        if self.info.sfreq == 0 and now - self.last_check > PRESENCE_INTERVAL_S:
+        # regular streams when their samples flow again (see _on_data). A stream back with
+        # another layout is an error at once.
+        if now - self.last_check > PRESENCE_INTERVAL_S:
             self.last_check = now
-            if self._visible():
+            found = self._find()
+            self._check_layout(found)
+            if found and self.info.sfreq == 0:
                 self._mark_recovered(pylsl.local_clock(), None)
                 return
         if src.lost_timeout_s is not None and now - self.lost_at > src.lost_timeout_s:
@@ -495,7 +521,7 @@ class _Reader:
                 f"LSL stream {self.info.name!r} (source_id {self.info.source_id!r}, host "
                 f"{self.host!r}) has been gone for {src.lost_timeout_s:g} s; restart the "
                 "program or device that publishes it (same source_id), or wait longer "
-                "(lost_timeout_s, None = forever)"
+                "(lost_timeout_s, None = forever; `bci-affect run --lost-timeout S`)"
             )
 
 

@@ -75,6 +75,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--master-board", default="synthetic", metavar="B", help="for playback: recording board"
     )
     src.add_argument("--montage", metavar="LABELS", help="comma-separated EEG channel labels")
+    src.add_argument(
+        "--lost-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with --lsl: end the run when an input stream has been gone for S seconds "
+        "(default 30; a stream back within S, same source_id, is read again)",
+    )
     cam = p.add_argument_group("face input (optional)")
     c = cam.add_mutually_exclusive_group()
     c.add_argument("--camera", type=int, metavar="N", help="webcam index (0 = first)")
@@ -292,6 +300,7 @@ class PredictionOutputs:
         self.last = None
         self.n = 0
         self.trials: list[tuple[float, float, str]] = []  # marked on the report
+        self._bad_said: tuple[str, ...] = ()  # bad EEG channels last announced
         self._lock = threading.Lock()
 
     def open_outlet(self, classes, *, session: str, model: str, source_id: str) -> None:
@@ -332,6 +341,25 @@ class PredictionOutputs:
             f"(evidence from {mods or 'none'}), {p.latency_ms['total']:.1f} ms"
         )
 
+    def bad_channels_change(self) -> str | None:
+        """One line when the EEG channels flagged bad (flat, railed, noisy) in the latest
+        prediction differ from those last announced; ``None`` when nothing changed."""
+        with self._lock:
+            p = self.last
+        if p is None:
+            return None
+        bad = tuple(p.quality["bad_channels"])
+        if bad == self._bad_said:
+            return None
+        self._bad_said = bad
+        at = f"window ending t={p.t_window_end:.3f} s"
+        if not bad:
+            return f"every EEG channel good again ({at})"
+        return (
+            f"EEG channels flagged bad (flat, railed or noisy) and left out: {', '.join(bad)} "
+            f"({at})"
+        )
+
     def close(self) -> None:
         if self.outlet is not None:
             self.outlet.close()
@@ -339,18 +367,17 @@ class PredictionOutputs:
         if self.writer is not None:
             self.writer.close()
 
-    def finish(self, *, title: str, notes=()) -> dict | None:
-        """Print the summary and draw the report; returns the summary (``None`` if empty)."""
+    def finish(self, *, title: str, notes=(), why_empty: str | None = None) -> dict | None:
+        """Print the summary and draw the report; returns the summary (``None`` if empty).
+
+        ``why_empty`` replaces the hint printed when no window was scored."""
         from bci_affect.engine.report import format_summary, summarize, write_report  # noqa: PLC0415
 
         self.close()
         records = list(self.log.records)
         if not records:
-            print(
-                "no window was scored (is there an EEG stream, and is it longer than one window?)",
-                file=self.stream,
-                flush=True,
-            )
+            why = why_empty or "is there an EEG stream, and is it longer than one window?"
+            print(f"no window was scored ({why})", file=self.stream, flush=True)
             return None
         summary = summarize(records)
         print(format_summary(summary), file=self.stream, flush=True)
@@ -431,7 +458,9 @@ def _sources(args: argparse.Namespace) -> list[tuple[object, bool]]:
                 raise ConfigError(f"--{flag.replace('_', '-')} applies to --board only")
         from acquisition.lsl_inlet import LslSource  # noqa: PLC0415
 
-        sources.append((LslSource(args.lsl), False))
+        if not args.lost_timeout > 0:
+            raise ConfigError(f"--lost-timeout must be > 0 seconds, got {args.lost_timeout:g}")
+        sources.append((LslSource(args.lsl, lost_timeout_s=args.lost_timeout), False))
     if args.camera is not None or args.camera_file is not None:
         sources.append((_camera_source(args), publish))
     return sources
@@ -449,6 +478,66 @@ def _publisher(source):
             outlet.push(chunk)
 
     return tee, list(outlets.values())
+
+
+def _event_line(text: str, eeg: set[str]) -> str | None:
+    """What a user needs to read about one acquisition event (JSON, see README), or ``None``;
+    ``eeg``: the names of the EEG streams (their loss stops the predictions)."""
+    import json  # noqa: PLC0415
+
+    try:
+        ev = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(ev, dict):
+        return None
+    kind, name = ev.get("event"), ev.get("stream")
+    if kind == "stream_lost":
+        until = (
+            "; no predictions until it does"
+            if name in eeg
+            else "; predictions go on with the EEG alone"
+        )
+        return f"stream {name!r} lost; waiting for it to come back{until}"
+    if kind == "stream_ended":
+        why = f" ({ev['reason']})" if isinstance(ev.get("reason"), str) else ""
+        rest = "" if name in eeg else "; predictions go on with the EEG alone"
+        return f"stream {name!r} ended{why}{rest}"
+    if kind == "stream_recovered":
+        return f"stream {name!r} is back"
+    start, end = ev.get("start"), ev.get("end")
+    if kind == "gap" and isinstance(start, int | float) and isinstance(end, int | float):
+        scored = "; windows over it are not scored as EEG" if name in eeg else ""
+        return f"stream {name!r}: {end - start:.2f} s gap (t={start:.3f} to {end:.3f} s){scored}"
+    return None
+
+
+def _announcer(tee, t_start: float, eeg: set[str]):
+    """A tee that prints stream loss, recovery and gaps (acquisition events), then calls
+    ``tee`` (e.g. the publisher), if any."""
+
+    def announce(chunk) -> None:
+        if chunk.info.type == "Markers" and chunk.name.endswith("-events"):
+            for text in chunk.data[0]:
+                line = _event_line(str(text), eeg)
+                if line is not None:
+                    print(f"[{time.monotonic() - t_start:6.1f} s] {line}", flush=True)
+        if tee is not None:
+            tee(chunk)
+
+    return announce
+
+
+def _unscored(stats) -> str:
+    """The end of the summary line: windows and samples lost to faults, if any."""
+    parts = []
+    if stats.n_incomplete:
+        parts.append(f"{stats.n_incomplete} not scored (EEG gap or NaN, no face)")
+    if stats.n_failed:
+        parts.append(f"{stats.n_failed} failed (model error)")
+    if stats.n_nonfinite:
+        parts.append(f"{stats.n_nonfinite} EEG samples with NaN or inf left out")
+    return "".join(f", {p}" for p in parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -501,17 +590,21 @@ def run(args: argparse.Namespace) -> int:
         )
         if session.montage_line():
             print(session.montage_line(), flush=True)
+        eeg = {i.name for i in streams if i.type.upper() == "EEG"}
         for s, publish in sources:
             tee = None
             if publish:
                 tee, outs = _publisher(s)
                 outlets.extend(outs)
-            feeders.append(engine.feed(s, session, tee=tee))
+            feeders.append(engine.feed(s, session, tee=_announcer(tee, t_start, eeg)))
         next_status = time.monotonic() + args.status_every
         while not stop.is_set() and feeders[0].running:
             now = time.monotonic()
             if args.duration is not None and now - t_start >= args.duration:
                 break
+            change = outputs.bad_channels_change()
+            if change is not None:
+                print(f"[{now - t_start:6.1f} s] {change}", flush=True)
             wait = 0.2
             if args.status_every > 0:
                 if now >= next_status:
@@ -545,8 +638,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"ran {elapsed:.1f} s: "
         + ", ".join(f"{k} {v} samples" for k, v in stats.n_samples.items())
-        + f"; {stats.n_windows} windows, {stats.n_scored} scored, {stats.n_skipped} skipped",
+        + f"; {stats.n_windows} windows, {stats.n_scored} scored, {stats.n_skipped} skipped"
+        + _unscored(stats),
         flush=True,
     )
-    outputs.finish(title=f"bci-affect run: session {name}")
+    why = "the model failed on every window: see the error below" if stats.n_failed else None
+    outputs.finish(title=f"bci-affect run: session {name}", why_empty=why)
     return report_errors(engine, command="run")

@@ -28,9 +28,16 @@ hands every :class:`Prediction` to the sinks (callables: an LSL outlet, a JSON-l
     the same on every run, so a replay is deterministic.
 
 Crash isolation: an exception in the signals chain, the model or a sink is caught, logged
-(with its traceback the first time for each stage and session), counted in the stats and
-passed to ``on_error``; ``push`` never raises and the sources keep being read. A session whose
-model cannot be loaded keeps consuming its input and reports every window as failed.
+(one line the first time for each stage and session; the traceback at DEBUG level), counted
+in the stats and passed to ``on_error``; ``push`` never raises and the sources keep being read.
+A session whose model cannot be loaded keeps consuming its input and reports every window as
+failed. A model that returns NaN or infinite probabilities fails those windows the same way.
+
+Bad input: EEG samples holding NaN or inf (any channel) are left out before the signals chain,
+with one warning when such a run of samples starts and one when it ends; the pause they leave
+makes the windows over them incomplete, exactly like a gap in the timestamps (a lost stream).
+A window of the signals chain whose EEG is incomplete and that has no face to score instead is
+not scored (counted in ``n_incomplete``): no prediction rests on EEG that was not there.
 """
 
 from __future__ import annotations
@@ -43,13 +50,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 from bci_affect.core.chunk import Chunk, StreamInfo
 from bci_affect.core.clock import local_clock
-from bci_affect.core.errors import ConfigError
+from bci_affect.core.errors import BciAffectError, ConfigError
 from bci_affect.core.source import Source
 from bci_affect.engine.inference import ScoredWindows, infer, make_predictions
 from bci_affect.engine.models import (
@@ -70,6 +78,7 @@ __all__ = [
     "EngineConfig",
     "EngineError",
     "Feeder",
+    "ModelOutputError",
     "Session",
     "SessionStats",
     "Sink",
@@ -128,6 +137,11 @@ class SessionStats:
         Windows the signals chain produced.
     n_scored, n_skipped, n_failed : int
         Windows scored, skipped by back-pressure, and lost to model errors.
+    n_incomplete : int
+        Windows not scored because their EEG had a gap (or NaN/inf samples) and they had no
+        face to score instead.
+    n_nonfinite : int
+        EEG samples left out because they held NaN or inf.
     n_input_dropped : int
         Chunks dropped because the signals chain fell behind (realtime only).
     n_errors : dict
@@ -140,6 +154,8 @@ class SessionStats:
     n_scored: int = 0
     n_skipped: int = 0
     n_failed: int = 0
+    n_incomplete: int = 0
+    n_nonfinite: int = 0
     n_input_dropped: int = 0
     n_errors: dict[str, int] = field(default_factory=dict)
 
@@ -213,6 +229,8 @@ class Session:
         self.pending: collections.deque[_Item] = collections.deque()
         self._skipped_since = 0
         self._in_flight = 0
+        self._nonfinite_from: float | None = None  # start of a run of NaN/inf EEG samples
+        self._nonfinite_run = 0  # samples in that run
         self._thread: threading.Thread | None = None
         if engine.config.realtime:
             self._thread = threading.Thread(
@@ -423,11 +441,64 @@ class Session:
 
     def _process(self, chunk: Chunk, t_arrival: float) -> None:
         try:
+            if self.pipeline.is_eeg(chunk):
+                chunk = self._finite_eeg(chunk)
             results = self.pipeline(chunk)
         except Exception as exc:  # noqa: BLE001  (isolated: acquisition goes on)
             self.engine._report("signals", self, exc)
             return
         self._windows_out(results, t_arrival)
+
+    def _finite_eeg(self, chunk: Chunk) -> Chunk:
+        """``chunk`` without its samples (columns) that hold NaN or inf in any channel.
+
+        The signals chain then sees a pause in the timestamps: its filters restart after it
+        and the windows over it are incomplete. A warning says when such a run starts (with
+        the channels concerned) and when it ends.
+        """
+        data = chunk.data
+        if data.dtype.kind != "f" or data.size == 0:
+            return chunk
+        finite = np.isfinite(data)
+        good = finite.all(axis=0)  # (n_times,)
+        n_bad = int(good.size - np.count_nonzero(good))
+        if n_bad == 0:
+            self._end_nonfinite_run(chunk, float(chunk.times[0]))
+            return chunk
+        first = int(np.argmin(good))
+        if self._nonfinite_from is None:
+            self._nonfinite_from = float(chunk.times[first])
+            chans = [chunk.ch_names[i] for i in np.flatnonzero(~finite.all(axis=1))]
+            logger.warning(
+                "session %r: EEG stream %r sends NaN or inf samples from t=%.3f s (channels %s);"
+                " they are left out and windows over them are not scored as EEG",
+                self.name,
+                chunk.name,
+                self._nonfinite_from,
+                ", ".join(chans),
+            )
+        self._nonfinite_run += n_bad
+        with self._cv:
+            self._stats.n_nonfinite += n_bad
+        if good[-1]:  # the run ended inside this chunk
+            last_bad = good.size - 1 - int(np.argmin(good[::-1]))
+            self._end_nonfinite_run(chunk, float(chunk.times[last_bad + 1]))
+        return replace(chunk, data=data[:, good], times=chunk.times[good])
+
+    def _end_nonfinite_run(self, chunk: Chunk, t: float) -> None:
+        """Say that a run of NaN/inf EEG samples ended at ``t`` (LSL clock, s)."""
+        if self._nonfinite_from is None:
+            return
+        logger.warning(
+            "session %r: EEG stream %r finite again at t=%.3f s (%d samples with NaN or inf "
+            "left out over %.2f s)",
+            self.name,
+            chunk.name,
+            t,
+            self._nonfinite_run,
+            t - self._nonfinite_from,
+        )
+        self._nonfinite_from, self._nonfinite_run = None, 0
 
     def _windows_out(self, results: list[WindowResult], t_arrival: float) -> None:
         if not results:
@@ -437,7 +508,15 @@ class Session:
                 sink(results)
             except Exception as exc:  # noqa: BLE001
                 self.engine._report("sink", self, exc)
-        self.engine._submit(self, results, t_arrival, time.perf_counter())
+        # An incomplete EEG window (a gap, a lost stream, NaN samples) gives the model no EEG;
+        # without a face in it there is nothing to score.
+        scorable = [r for r in results if r.window.complete or r.window.face_coverage > 0]
+        if len(scorable) < len(results):
+            with self.engine._cv:
+                self._stats.n_windows += len(results) - len(scorable)
+                self._stats.n_incomplete += len(results) - len(scorable)
+        if scorable:
+            self.engine._submit(self, scorable, t_arrival, time.perf_counter())
 
     def _flush(self, t_arrival: float) -> None:
         try:
@@ -775,13 +854,16 @@ class Engine:
                 out = infer(loaded, results)
                 scored = ScoredWindows(out, loaded, [r.window.index for r in results])
             except Exception as exc:  # noqa: BLE001  (a model crash never stops acquisition)
-                sessions = {id(it.session): it.session for it in group}
-                with self._cv:
-                    for it in group:
-                        it.session._stats.n_failed += 1
-                for s in sessions.values():
-                    self._report("model", s, exc)
+                self._fail(group, exc)
                 continue
+            finite = np.isfinite(scored.probs).all(axis=1)
+            if not finite.all():
+                bad = [it for it, ok in zip(group, finite, strict=True) if not ok]
+                self._fail(bad, ModelOutputError(loaded.name, len(bad), len(group)))
+                keep = np.flatnonzero(finite).tolist()
+                if not keep:
+                    continue
+                group, scored = [group[i] for i in keep], _Subset(scored, keep)
             self.n_batches += 1
             t_done = time.perf_counter()
             now = local_clock() if self.config.realtime else None
@@ -813,6 +895,15 @@ class Engine:
                     session._stats.n_scored += len(preds)
                 self._deliver(session, preds)
 
+    def _fail(self, items: list[_Item], exc: BaseException) -> None:
+        """Count ``items`` as lost to a model error and report it once per session."""
+        sessions = {id(it.session): it.session for it in items}
+        with self._cv:
+            for it in items:
+                it.session._stats.n_failed += 1
+        for s in sessions.values():
+            self._report("model", s, exc)
+
     def _deliver(self, session: Session, preds: list[Prediction]) -> None:
         for sink in (*session.sinks, *self.sinks):
             for p in preds:
@@ -833,12 +924,13 @@ class Engine:
             session._stats.n_errors[stage] = session._stats.n_errors.get(stage, 0) + 1
         if prev is None:
             logger.error(
-                "%s error in session %r (acquisition continues): %s",
+                "%s error in session %r%s: %s",
                 stage,
                 session.name,
+                "" if stage == "source" else " (acquisition continues)",
                 _describe(exc),
-                exc_info=exc,
             )
+            logger.debug("%s error in session %r", stage, session.name, exc_info=exc)
         elif math.log10(count).is_integer():
             logger.warning("%s errors in session %r: %d so far", stage, session.name, count)
         if self.on_error is not None:
@@ -846,6 +938,17 @@ class Engine:
                 self.on_error(EngineError(stage, session.name, exc, count))
             except Exception:  # noqa: BLE001
                 logger.exception("on_error callback failed")
+
+
+class ModelOutputError(BciAffectError, ArithmeticError):
+    """A model returned NaN or infinite probabilities (e.g. weights that overflow)."""
+
+    def __init__(self, model: str, n_bad: int, n: int) -> None:
+        super().__init__(
+            f"model {model} returned NaN or infinite probabilities for {n_bad} of {n} windows; "
+            "its weights are broken (a training run that diverged?): retrain it, or choose "
+            "another with --model"
+        )
 
 
 class _Subset:
