@@ -17,6 +17,10 @@ training reads, and a ``calibration_answer`` event), the query leaves the screen
 ``personalise_every`` answers a personalisation round starts in the worker process; when it
 ends, the new version is registered and the engine switched to it (atomically, between two
 batches).
+
+When the label store fails (:class:`~calibration.store.StorageError`: disk full, locked, I/O
+error), answers can no longer be kept, so :meth:`~CalibrationController.run` raises it and the
+session stops; what was committed before stays.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 from bci_affect.core.errors import ConfigError
 from calibration.personalise import INPUT_KEYS, Personaliser, RoundSettings, save_unlabelled
 from calibration.policy import QueryPolicy, Trigger
+from calibration.store import StorageError
 from calibration.ui import Answer, LabelUI, QueryView, SessionStatus
 
 logger = logging.getLogger(__name__)
@@ -215,6 +220,9 @@ class CalibrationController:
         store before this returns (the UI confirms it only then); the rest is queued."""
         try:
             self.store.answer(answer)
+        except StorageError as exc:  # not stored: the UI must not confirm it; the session stops
+            self.events.put(("failed", exc))
+            raise
         except ConfigError as exc:  # expired or closed meanwhile: nothing to record
             logger.info("answer to query %d not taken: %s", answer.query_id, exc)
             return
@@ -227,7 +235,13 @@ class CalibrationController:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Handle events until ``stop`` is set (then drain what is queued)."""
+        """Handle events until ``stop`` is set (then drain what is queued).
+
+        Raises
+        ------
+        StorageError
+            The label store failed: the session cannot go on.
+        """
         next_status = next_progress = 0.0
         while True:
             try:
@@ -278,6 +292,10 @@ class CalibrationController:
                 self._shown(*item[1:])
             elif kind == "round":
                 self._round_done(item[1])
+            elif kind == "failed":
+                raise item[1]
+        except StorageError:
+            raise  # answers can no longer be kept: the session stops
         except Exception as exc:  # noqa: BLE001  (the session goes on; the first is kept)
             logger.exception("calibration: handling %s failed", kind)
             if self.error is None:

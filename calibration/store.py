@@ -31,10 +31,22 @@ Tables (schema version :data:`SCHEMA_VERSION`, kept in ``PRAGMA user_version``):
     The registry: ``(subject, version)`` with the checkpoint path (``NULL``: the bundled default
     model), the parent version, the number of labels it was trained with, the session that
     made it and its metrics (JSON). Version 0 is the subject's starting model.
+
+Failures: a write that cannot be committed (disk full, an I/O error, the store locked by another
+process for longer than the timeout, :data:`TIMEOUT_ENV`) raises :class:`StorageError`, whose
+message names the file and what to do; what was committed before stays. A damaged file is
+refused when opened (``PRAGMA quick_check``) and never written to.
+
+The process that runs a session *holds* it (:meth:`LabelStore.hold_session`): an advisory lock
+on ``<store>.locks/session-<id>.lock`` that the system releases when the process ends, even
+when it is killed. A ``running`` session nobody holds was left by a process that died;
+:meth:`LabelStore.close_abandoned` marks such sessions ``interrupted``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import logging
@@ -52,7 +64,12 @@ from typing import Any
 
 import numpy as np
 
-from bci_affect.core.errors import ConfigError, FileFormatError
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): sessions are not held, none is taken for abandoned
+    fcntl = None  # type: ignore[assignment]
+
+from bci_affect.core.errors import BciAffectError, ConfigError, FileFormatError
 from calibration.ui import Answer
 
 logger = logging.getLogger(__name__)
@@ -61,12 +78,14 @@ __all__ = [
     "QUERY_STATUSES",
     "SCHEMA_VERSION",
     "SESSION_STATUSES",
+    "TIMEOUT_ENV",
     "AnswerRow",
     "LabelStore",
     "LabelledQuery",
     "ModelVersionRow",
     "QueryRow",
     "SessionRow",
+    "StorageError",
     "WindowInputs",
     "check_subject",
     "decode_inputs",
@@ -84,7 +103,29 @@ QUERY_STATUSES = ("open", "answered", "skipped", "expired")
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _NONE_KEY = "__none__"
-_BUSY_TIMEOUT_MS = 30_000
+#: Seconds a read or write waits for another process's transaction before giving up.
+DEFAULT_TIMEOUT_S = 30.0
+#: Environment variable that sets that wait (seconds).
+TIMEOUT_ENV = "BCI_AFFECT_STORE_TIMEOUT_S"
+#: Seconds :meth:`LabelStore.hold_session` retries a lock held for a moment by another process
+#: checking whether the session is abandoned.
+_HOLD_RETRY_S = 0.5
+
+# SQLite primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``)
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_NOTADB = 26
+_STORAGE_CODES = {
+    _SQLITE_PERM,
+    _SQLITE_BUSY,
+    _SQLITE_LOCKED,
+    _SQLITE_READONLY,
+    _SQLITE_IOERR,
+    _SQLITE_CORRUPT,
+    _SQLITE_FULL,
+    _SQLITE_CANTOPEN,
+    _SQLITE_NOTADB,
+}
 
 #: One window of a queried span: ``(window_index, t_end, inputs)`` with ``t_end`` in LSL
 #: seconds and ``inputs`` the model inputs by name (``face``, ``face_mask``, ``eeg_de``, ...).
@@ -153,6 +194,82 @@ CREATE TABLE model_versions (
 );
 """
 _TABLES = {"subjects", "sessions", "queries", "answers", "query_windows", "model_versions"}
+
+
+class StorageError(BciAffectError, RuntimeError):
+    """The label store (or a session's files) cannot be written or read now: the disk is full,
+    another process holds the store locked, an I/O error, or the file turned out damaged. The
+    message names the file and what to do; everything committed before stays."""
+
+
+def _timeout_s(value: float | None) -> float:
+    """The lock wait in seconds: ``value``, else ``$BCI_AFFECT_STORE_TIMEOUT_S``, else 30."""
+    if value is None:
+        env = os.environ.get(TIMEOUT_ENV)
+        if not env:
+            return DEFAULT_TIMEOUT_S
+        try:
+            value = float(env)
+        except ValueError:
+            raise ConfigError(f"${TIMEOUT_ENV} must be seconds (a number), got {env!r}") from None
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0):
+        raise ConfigError(f"the label store timeout must be >= 0 seconds, got {value!r}")
+    return v
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of ``exc`` (``None`` for other exceptions)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def damaged_message(path: Path, why: object) -> str:
+    """What to say about a store file SQLite cannot read (it is left untouched)."""
+    return (
+        f"{path} is not a readable label store ({why}); it was left as it is: keep a copy "
+        "(the sqlite3 shell's .recover may save its answers), then move it away or give "
+        "calibrate another --data-dir"
+    )
+
+
+def storage_error(
+    path: Path, exc: sqlite3.Error, *, timeout_s: float, opening: bool = False
+) -> BciAffectError:
+    """A one-line error for an SQLite failure on the store at ``path``: why, and what to do.
+
+    Returns :class:`StorageError`, or :class:`FileFormatError` for a file found damaged while
+    ``opening`` it.
+    """
+    code = _sqlite_code(exc)
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return StorageError(
+            f"the label store {path} is locked by another process (waited {timeout_s:g} s); "
+            "close the other program using it (another bci-affect calibrate, a database "
+            f"browser) and try again (${TIMEOUT_ENV} sets the wait)"
+        )
+    if code == _SQLITE_FULL:
+        return StorageError(
+            f"cannot write the label store {path}: the disk is full; free some space on it"
+        )
+    if code == _SQLITE_IOERR:
+        return StorageError(
+            f"cannot write the label store {path}: {exc}; the disk may be full (or a file size "
+            "limit reached), failing or gone: check it"
+        )
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return (FileFormatError if opening else StorageError)(damaged_message(path, exc))
+    if code in (_SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN):
+        return StorageError(
+            f"cannot write the label store {path}: {exc}; check the permissions of the file "
+            "and of its folder"
+        )
+    return StorageError(f"label store {path}: {exc}")
+
+
+def _is_storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite failing on the file (not a constraint or a bad statement)."""
+    return isinstance(exc, sqlite3.Error) and _sqlite_code(exc) in _STORAGE_CODES
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,19 +524,28 @@ class LabelStore:
     ----------
     path : path-like
         The database file; created (with its parent folders) when missing.
+    timeout_s : float, optional
+        How long a read or write waits for another process's transaction, seconds (default
+        ``$BCI_AFFECT_STORE_TIMEOUT_S``, else 30).
 
     Raises
     ------
     FileFormatError
-        The file is not SQLite, not a label store, or written by a newer schema.
+        The file is not SQLite, not a label store, damaged, or written by a newer schema; it
+        is left untouched.
+    StorageError
+        The store is locked by another process, or cannot be written (disk full, I/O error,
+        permissions).
     ConfigError
-        The file cannot be created or opened (permissions, a folder in the way).
+        The file cannot be created (a folder in the way, its folder cannot be made).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, timeout_s: float | None = None) -> None:
         self.path = Path(path)
+        self.timeout_s = _timeout_s(timeout_s)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._held: dict[int, int] = {}  # session id -> file descriptor of its lock
         self._check_file()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -429,32 +555,30 @@ class LabelStore:
             ) from None
         try:
             conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+                self.path, check_same_thread=False, isolation_level=None, timeout=self.timeout_s
             )
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the label store {self.path}: {exc}") from None
         try:
             self._conn = conn
             self._setup()
-        except sqlite3.OperationalError as exc:  # locked, read-only, disk full
+        except sqlite3.Error as exc:  # locked, read-only, disk full, damaged
             conn.close()
             self._conn = None
-            raise ConfigError(f"cannot open the label store {self.path}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            self._conn = None
-            raise FileFormatError(
-                f"{self.path} is not a readable label store ({exc}); give another --store path"
-            ) from None
+            if _is_storage_failure(exc):
+                raise storage_error(
+                    self.path, exc, timeout_s=self.timeout_s, opening=True
+                ) from None
+            raise FileFormatError(damaged_message(self.path, exc)) from None
         except BaseException:
             conn.close()
             self._conn = None
             raise
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> LabelStore:
+    def open(cls, path: str | os.PathLike, *, timeout_s: float | None = None) -> LabelStore:
         """Open (or create) the store at ``path``."""
-        return cls(path)
+        return cls(path, timeout_s=timeout_s)
 
     def __enter__(self) -> LabelStore:
         return self
@@ -466,8 +590,10 @@ class LabelStore:
         return f"LabelStore({str(self.path)!r})"
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection and let go of the sessions held (idempotent)."""
         with self._lock:
+            for session_id in list(self._held):
+                self._release(session_id)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -486,15 +612,19 @@ class LabelStore:
             raise ConfigError(f"cannot read the label store {self.path}: {exc.strerror}") from None
         if head and head != _SQLITE_MAGIC:
             raise FileFormatError(
-                f"{self.path} is not an SQLite file, so not a label store; "
-                "give another path or move the file away"
+                f"{self.path} is not an SQLite file, so not a label store; it was left as it "
+                "is: move it away, or give calibrate another --data-dir"
             )
 
     def _setup(self) -> None:
         conn = self._conn
         assert conn is not None
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {round(self.timeout_s * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # before anything is written: a damaged file is refused, never written to
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise FileFormatError(damaged_message(self.path, "; ".join(problems)))
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -539,26 +669,45 @@ class LabelStore:
             raise ConfigError(f"label store {self.path} is closed")
         return self._conn
 
+    def _failure(self, exc: sqlite3.Error) -> BaseException:
+        """``exc`` as the error to raise: a clear one for the file failing, else itself."""
+        if _is_storage_failure(exc):
+            return storage_error(self.path, exc, timeout_s=self.timeout_s)
+        return exc
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One committed write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
+        """One committed write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``).
+
+        Raises :class:`StorageError` when the file fails: locked past the timeout, disk full,
+        I/O error, damaged. Nothing of the transaction is kept then.
+        """
         with self._lock:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from None
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
                 conn.execute("COMMIT")
-            except sqlite3.Error:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                # a COMMIT that failed (disk full) may have rolled the transaction back already
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and _is_storage_failure(exc):
+                    raise self._failure(exc) from None
                 raise
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple]:
         with self._lock:
-            return self._connection().execute(sql, params).fetchall()
+            try:
+                return self._connection().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                if _is_storage_failure(exc):
+                    raise self._failure(exc) from None
+                raise
 
     # -- subjects and sessions -----------------------------------------------------------
 
@@ -583,11 +732,13 @@ class LabelStore:
         config: Mapping[str, Any],
         label_scheme: str,
         class_names: Sequence[str],
+        hold: bool = False,
     ) -> SessionRow:
         """Start a session of ``subject`` (added if new), status ``running``.
 
         ``config`` is stored as JSON (numpy values converted, non-finite floats as ``null``);
-        ``class_names`` are the label scheme's classes in class-index order.
+        ``class_names`` are the label scheme's classes in class-index order. With ``hold`` this
+        process holds the session (:meth:`hold_session`) from before anyone can see it.
         """
         check_subject(subject)
         if not isinstance(name, str) or not name:
@@ -609,6 +760,10 @@ class LabelStore:
                 (subject, name, now, cfg, label_scheme, json.dumps(names)),
             )
             sid = cur.lastrowid
+            if hold and fcntl is not None and not self._try_hold(sid):
+                raise StorageError(  # a process still running a session of a replaced file
+                    f"another process holds {self._hold_path(sid)}; stop it, then try again"
+                )
         return self.session(sid)
 
     def session(self, session_id: int) -> SessionRow:
@@ -648,7 +803,8 @@ class LabelStore:
     def end_session(self, session_id: int, status: str, *, t_wall: float | None = None) -> None:
         """End a session as ``finished`` or ``interrupted`` at ``t_wall`` (default now).
 
-        Queries still open are closed as ``expired`` at the same time.
+        Queries still open are closed as ``expired`` at the same time. A hold on the session
+        (:meth:`hold_session`) is let go once this is committed.
         """
         if status not in ("finished", "interrupted"):
             raise ConfigError(f"a session ends 'finished' or 'interrupted', got {status!r}")
@@ -664,6 +820,9 @@ class LabelStore:
                 "UPDATE sessions SET status = ?, ended_wall = ? WHERE id = ?",
                 (status, t, session_id),
             )
+        with self._lock:
+            if session_id in self._held:
+                self._release(session_id)
 
     def reopen_session(self, session_id: int) -> SessionRow:
         """Mark an unfinished session ``running`` again (``ended_wall`` cleared).
@@ -681,6 +840,105 @@ class LabelStore:
                 (session_id,),
             )
         return self.session(session_id)
+
+    # -- who runs a session ----------------------------------------------------------------
+
+    def _hold_path(self, session_id: int) -> Path:
+        return self.path.with_name(self.path.name + ".locks") / f"session-{int(session_id)}.lock"
+
+    def _try_hold(self, session_id: int) -> bool:
+        """Take the session's lock without waiting; ``False`` if another process has it (or
+        the system has no ``flock``: then no session counts as abandoned)."""
+        if fcntl is None:
+            return False
+        path = self._hold_path(session_id)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create {path} (it marks a running session): {exc.strerror or exc}; "
+                f"check the permissions of {path.parent.parent}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise StorageError(f"cannot lock {path}: {exc.strerror or exc}") from None
+        self._held[session_id] = fd
+        return True
+
+    def _release(self, session_id: int) -> None:
+        fd = self._held.pop(session_id, None)
+        if fd is not None:
+            os.close(fd)  # lets go of the lock
+
+    def hold_session(self, session_id: int) -> None:
+        """Mark the session as run by this process, until :meth:`end_session` or
+        :meth:`close` (or the process ends, however it ends).
+
+        Raises
+        ------
+        ConfigError
+            No such session, or another process runs it now.
+        StorageError
+            The lock file cannot be made.
+        """
+        with self._lock:
+            self._require_session(self._connection(), session_id)
+            if session_id in self._held:
+                return
+            deadline = time.monotonic() + _HOLD_RETRY_S
+            while fcntl is not None and not self._try_hold(session_id):
+                if time.monotonic() >= deadline:
+                    raise ConfigError(
+                        f"calibration session {session_id} is running in another process "
+                        f"(it holds {self._hold_path(session_id)}); stop that one first, or "
+                        "wait for it to end"
+                    )
+                threading.Event().wait(0.05)
+
+    def close_abandoned(self) -> list[SessionRow]:
+        """End as ``interrupted`` every ``running`` session that no process holds (its process
+        was killed or crashed), at the last time it recorded (its latest query, answer or
+        model); their open queries expire then.
+
+        Returns
+        -------
+        list of SessionRow
+            The sessions closed, as they are now.
+        """
+        out = []
+        rows = self._read("SELECT id FROM sessions WHERE status = 'running' ORDER BY id")
+        for (session_id,) in rows:
+            with self._lock:
+                if session_id in self._held or not self._try_hold(session_id):
+                    continue  # ours, or running in another process
+                try:  # still running? It may have ended before we got hold of it
+                    if self.session(session_id).status != "running":
+                        continue
+                    t_last = self._last_activity(session_id)
+                    self.end_session(session_id, "interrupted", t_wall=t_last)
+                finally:
+                    self._release(session_id)
+            out.append(self.session(session_id))
+        return out
+
+    def _last_activity(self, session_id: int) -> float:
+        """The latest ``time.time()`` the session wrote: its start, queries, answers, models."""
+        (t,) = self._read(
+            "SELECT MAX(t) FROM ("
+            "SELECT started_wall AS t FROM sessions WHERE id = :s "
+            "UNION ALL SELECT MAX(triggered_wall, COALESCE(shown_wall, 0), "
+            "COALESCE(closed_wall, 0)) FROM queries WHERE session = :s "
+            "UNION ALL SELECT a.answered_wall FROM answers a JOIN queries q ON q.id = a.query "
+            "WHERE q.session = :s "
+            "UNION ALL SELECT created_wall FROM model_versions WHERE session = :s)",
+            {"s": session_id},
+        )[0]
+        return float(t)
 
     def set_progress(self, session_id: int, t: float) -> None:
         """Record ``t``, the LSL time of the last scored window of the session."""

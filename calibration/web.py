@@ -12,8 +12,9 @@ from elsewhere) and pushes the session's state to it with server-sent events:
     ends.
 ``POST /answer``
     JSON ``{"query_id": int, "valence": 1-9, "arousal": 1-9}`` or ``{"query_id": int,
-    "skip": true}``. 200 ``{"ok": true}``; 400 ``{"error": ...}`` for invalid input; 409
-    ``{"error": ..., "query": <open query or null>}`` when ``query_id`` is not the open query.
+    "skip": true}``. 200 ``{"ok": true}`` once the answer is stored; 400 ``{"error": ...}`` for
+    invalid input; 409 ``{"error": ..., "query": <open query or null>}`` when ``query_id`` is not
+    the open query; 503 ``{"error": ...}`` when the answer could not be stored (disk full).
 ``POST /shown``
     JSON ``{"query_id": int}``, sent by the page once it has painted a query.
 
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from bci_affect.core.errors import ConfigError
+from bci_affect.core.errors import BciAffectError, ConfigError
 from calibration.ui import (
     Answer,
     AnswerCallback,
@@ -352,6 +353,9 @@ class WebUI:
             self._clear_locked()
         try:
             self._on_answer(answer)
+        except BciAffectError as exc:  # not stored (e.g. the disk is full): never confirmed
+            logger.error("the answer to question %s was not stored: %s", qid, exc)
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"The answer was not stored: {exc}"}
         except Exception:
             logger.exception("on_answer failed for query %s", qid)
         return HTTPStatus.OK, {"ok": True}

@@ -12,6 +12,11 @@ cut once and kept in a cache (``--cache``). ``--features FILE.csv`` reads a plai
 active-learning policies that need no face on it. ``--report DIR`` writes the results as JSON,
 PNG plots and a markdown report (``DIR/README.md``, rebuilt from every result in DIR).
 ``--export-features FILE.csv`` writes the band features of the sessions as such a table.
+
+A session file that cannot be read or is not a labelled session is skipped with a one-line
+warning naming it (as ``bci-affect train`` does) and the run goes on with the others; the
+results list the skipped files (``data.skipped``) and those cut off part way, used as far as
+they go (``data.partial``).
 """
 
 from __future__ import annotations
@@ -239,9 +244,7 @@ def command_line(args: argparse.Namespace) -> str:
 def _load_sessions(args: argparse.Namespace, cache_dir: Path | None) -> Any:
     from dataclasses import replace  # noqa: PLC0415
 
-    from acquisition.xdf import load_xdf  # noqa: PLC0415
-    from bci_affect.cli.inspect import recording_warnings  # noqa: PLC0415
-    from bci_affect.cli.train import find_sessions  # noqa: PLC0415
+    from bci_affect.cli.train import find_sessions, load_sessions, problems_lines  # noqa: PLC0415
     from bci_affect.evaluation.data import (  # noqa: PLC0415
         CorruptionConfig,
         build_eval_set,
@@ -277,18 +280,21 @@ def _load_sessions(args: argparse.Namespace, cache_dir: Path | None) -> Any:
             t0 = time.perf_counter()
             es = load_eval_set(path)
             _say(f"windows from the cache {path} ({time.perf_counter() - t0:.1f} s)")
+            info = es.info or {}
+            for line in problems_lines(
+                info.get("skipped", []), info.get("partial", []), len(found)
+            ):
+                _say(f"when the windows were cut: {line}")
             return es
 
-    def sessions():
-        for i, (session, _subject, f) in enumerate(found, start=1):
-            with recording_warnings("benchmark"):
-                chunks = load_xdf(f)
-            _say(f"[{i}/{len(found)}] {session}")
-            yield session, {c.name: c for c in chunks}
-
+    skipped: list[dict] = []
+    partial: list[dict] = []
+    sessions = load_sessions(
+        found, command="benchmark", config=config, skipped=skipped, partial=partial
+    )
     t0 = time.perf_counter()
     es = build_eval_set(
-        sessions(),
+        sessions,
         config,
         subjects={s: subj for s, subj, _ in found if subj is not None},
         face_stride=args.face_stride,
@@ -296,6 +302,10 @@ def _load_sessions(args: argparse.Namespace, cache_dir: Path | None) -> Any:
         sites=args.eeg_features == "sites",
     )
     _say(f"windows cut in {time.perf_counter() - t0:.1f} s")
+    info = {**(es.info or {}), "n_files": len(found), "skipped": skipped, "partial": partial}
+    es = replace(es, info=info)
+    for line in problems_lines(skipped, partial, len(found)):
+        _say(line)
     if path is not None:
         save_eval_set(es, path)
         _say(f"cached in {path}")
@@ -401,5 +411,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(jsonable(result), allow_nan=False))
     else:
         print(format_text(result))
+        from bci_affect.cli.train import problems_lines  # noqa: PLC0415
+
+        data = result.get("data", {})
+        skipped, partial = data.get("skipped", []), data.get("partial", [])
+        for line in problems_lines(skipped, partial, data.get("n_files", 0)):
+            print(line)
         print(f"done in {time.perf_counter() - t_start:.1f} s")
     return 0

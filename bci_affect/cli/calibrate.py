@@ -11,6 +11,7 @@ the new version. ``--resume`` continues an interrupted session with nothing lost
 Where things go (``--data-dir``, default ``$BCI_AFFECT_DATA`` or ``~/.local/share/bci-affect``)::
 
     calibration.sqlite                         subjects, sessions, queries, answers, models
+    calibration.sqlite.locks/session-<N>.lock  held by the process running session N
     subjects/<S>/models/v<N>/                  the subject's model versions (v0: the start)
     subjects/<S>/sessions/<session>/           calibration-<part>.xdf, predictions.jsonl,
                                                report.html
@@ -19,6 +20,7 @@ Where things go (``--data-dir``, default ``$BCI_AFFECT_DATA`` or ``~/.local/shar
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -50,6 +52,9 @@ DATA_ENV = "BCI_AFFECT_DATA"
 #: A resumed replay starts this long before the last scored window (the first windows need
 #: a full window of signal; windows scored twice are never asked about twice).
 RESUME_OVERLAP_S = 10.0
+#: ``OSError.errno`` values that mean the session's files cannot be written (disk full, quota,
+#: file size limit, read-only or failing disk): the session stops, what was stored stays.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
 def default_data_dir() -> Path:
@@ -185,8 +190,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.25,
         metavar="F",
-        help="fraction of queries asked at a random moment, not by score: an unbiased sample "
-        "to judge personalised versions on (0.25; 0 asks by score only)",
+        help="fraction of queries asked at a random moment, not by score: the unbiased sample "
+        "personalised versions are judged on, 3 such answers at least (0.25; 0 asks by score "
+        "only, and then no personalised version is adopted)",
     )
     q.add_argument("--warmup", type=int, default=8, metavar="N", help="windows before asking (8)")
     q.add_argument(
@@ -334,8 +340,34 @@ def run(args: argparse.Namespace) -> int:
     store = LabelStore(store_path(data_dir))
     try:
         return _run(args, store, data_dir)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        raise _stopped(exc, None) from None
     finally:
         store.close()
+
+
+def _stopped(exc: BaseException, session_id: int | None):
+    """The one-line error of a session stopped because its data cannot be written."""
+    from calibration.store import StorageError  # noqa: PLC0415
+
+    if isinstance(exc, OSError):
+        where = exc.filename or "a session file"
+        todo = {
+            errno.EFBIG: "raise the file size limit (ulimit -f)",
+            errno.EROFS: "make its disk writable",
+            errno.EIO: "check its disk",
+        }.get(exc.errno, "free some space on its disk")
+        text = f"cannot write {where}: {exc.strerror or exc}; {todo}"
+    else:
+        text = str(exc)
+    if session_id is not None:
+        text += (
+            f"; the answers stored before are kept: once fixed, continue with: "
+            f"bci-affect calibrate --resume {session_id}"
+        )
+    return StorageError(text)
 
 
 def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
@@ -354,11 +386,19 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
         ControllerSettings,
         model_name,
     )
+    from calibration.store import StorageError  # noqa: PLC0415
 
+    for row in store.close_abandoned():  # their process was killed or crashed
+        print(
+            f"session {row.id} ({row.name}) of {row.subject} was left running by a process "
+            f"that ended without closing it; marked interrupted (--resume {row.id} continues it)",
+            flush=True,
+        )
     ui_overrides = {"ui": args.ui, "host": args.host, "port": args.port}
     resumed = None
     if args.resume:
         resumed, stored = _resume(args, store)
+        store.hold_session(resumed.id)  # refused while another process runs it
         for k, v in stored.items():
             if k not in ui_overrides:
                 setattr(args, k, Path(v) if k == "stimuli" and v else v)
@@ -436,6 +476,7 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     status = "interrupted"
+    failure: BaseException | None = None  # the store or the disk failed: the session stopped
     try:
         for s, _ in sources:
             s.__enter__()
@@ -471,6 +512,7 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
                 config=config,
                 label_scheme=loaded.model.config.label_scheme,
                 class_names=list(classes),
+                hold=True,  # this process runs it (the next calibrate tells if it was killed)
             )
             session_id = row.id
         else:
@@ -595,6 +637,12 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
                 eng_session.wait_idle(5.0)
     except KeyboardInterrupt:
         status = "interrupted"
+    except StorageError as exc:
+        failure = exc
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        failure = exc
     finally:
         for s in opened:
             s.stop()
@@ -603,14 +651,18 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
         if engine is not None:
             engine.close()
         if controller is not None:
-            while not controller.events.empty():
-                controller._handle(controller.events.get())
-            controller.finish(wait_for_round_s=30.0 if status == "finished" else 0.0)
+            try:
+                while not controller.events.empty():
+                    controller._handle(controller.events.get())
+                wait_s = 30.0 if status == "finished" and failure is None else 0.0
+                controller.finish(wait_for_round_s=wait_s)
+            except StorageError as exc:
+                failure = failure or exc
         if personaliser is not None:
             personaliser.close(wait=False)
         if ui is not None:
             ui.close()
-        if recorder is not None:  # before the outlets it records go
+        if recorder is not None and recorder.started:  # before the outlets it records go
             try:
                 recorder.stop()
             except Exception as exc:  # noqa: BLE001
@@ -624,15 +676,27 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
             player.stop()
         for o in outlets:
             o.close()
-        outputs.close()
+        try:
+            outputs.close()
+        except OSError as exc:
+            print(f"bci-affect calibrate: warning: predictions: {exc}", file=sys.stderr)
         if session_id is not None:
-            store.end_session(session_id, status)
+            try:
+                store.end_session(session_id, status)
+            except StorageError as exc:  # still "running": the next calibrate marks it
+                failure = failure or exc
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if failure is not None:
+        raise _stopped(failure, session_id) from None
     if session_id is None:
+        print("bci-affect calibrate: interrupted before the session started", file=sys.stderr)
         return 130
     report = ses_dir / "report.html"
-    write_session_report(store, session_id, report, predictions=_read_predictions(ses_dir))
+    try:
+        write_session_report(store, session_id, report, predictions=_read_predictions(ses_dir))
+    except OSError as exc:
+        print(f"bci-affect calibrate: warning: report: {exc}", file=sys.stderr)
     print(format_session_summary(session_summary(store, session_id)), flush=True)
     if controller is not None and controller.trigger_latency_ms:
         lat = controller.trigger_latency_ms
@@ -652,7 +716,7 @@ def _run(args: argparse.Namespace, store, data_dir: Path) -> int:  # noqa: C901
         for r in kept_out:
             print(f"  after {r['n_answers']} answers: {r['reason']}", flush=True)
     print(f"report: {report}", flush=True)
-    if recorder is not None:
+    if recorder is not None and recorder.started:
         print(f"recording: {recorder.path}", flush=True)
     if status == "interrupted":
         print(

@@ -14,6 +14,11 @@ atomically (``config.json`` + ``weights.safetensors``).
 the dataset instead (a calibration session: teacher frozen, a few epochs) and prints the
 validation scores before and after. ``--json`` prints the report as one JSON object on
 stdout; progress goes to stderr.
+
+A session file that cannot be read (truncated before its streams, not XDF, empty) or that is
+not a labelled session (no EEG stream, no trial markers) is skipped with a one-line warning
+naming it; the run goes on with the others, and the skipped files are listed in the output and
+in the model's metadata (``dataset.skipped``). When no file can be used, the command stops.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +203,121 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+#: Warnings of the XDF reader that mean part of a file was lost.
+_DAMAGE = re.compile(r"\btruncated\b|\bcorrupt\b")
+
+
+def _skip_reason(exc: Exception, path: Path, session: str) -> str:
+    """The error's message without the file or session name it starts with."""
+    text = str(exc)
+    for prefix in (str(path), session):
+        if text.startswith(prefix):
+            return text[len(prefix) :].lstrip(" :")
+    return text
+
+
+def load_sessions(
+    found: list[tuple[str, str | None, Path]],
+    *,
+    command: str,
+    config: Any,
+    skipped: list[dict],
+    partial: list[dict] | None = None,
+    quiet_nan_stream: str | None = None,
+) -> Iterator[tuple[str, dict]]:
+    """Load each session file of :func:`find_sessions`, one at a time.
+
+    A file that cannot be read (empty, not XDF, cut off before its streams), or that lacks
+    the EEG or trial-marker stream (``config``: a
+    :class:`~bci_affect.training.dataset.DatasetConfig` naming the streams), is skipped: a
+    one-line warning on stderr names it, and ``{"session", "file", "reason"}`` is appended to
+    ``skipped``. A truncated or partly corrupt file is used as far as it can be read (its
+    warning says what was kept) and listed in ``partial`` the same way.
+
+    Yields
+    ------
+    (session id, {stream name: Chunk})
+
+    Raises
+    ------
+    ConfigError
+        No file could be used.
+    """
+    from acquisition.xdf import RecordingWarning, load_xdf  # noqa: PLC0415
+    from bci_affect.core.errors import (  # noqa: PLC0415
+        ConfigError,
+        FileFormatError,
+        StreamNotFoundError,
+    )
+    from bci_affect.training.markers import pick_session_streams  # noqa: PLC0415
+
+    n_used = 0
+    for i, (session, _subject, path) in enumerate(found, start=1):
+        t0 = time.perf_counter()
+        caught: list[warnings.WarningMessage] = []
+        try:
+            if path.stat().st_size == 0:
+                raise FileFormatError("the file is empty (0 bytes)")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if quiet_nan_stream:
+                    # NaN is how FaceFeatures encodes "no face in this frame"; the dataset
+                    # summary reports the windows with a face instead of a warning per session
+                    warnings.filterwarnings(
+                        "ignore",
+                        message=rf".*stream '{re.escape(quiet_nan_stream)}' has \d+ NaN values",
+                        category=RecordingWarning,
+                    )
+                streams = {c.name: c for c in load_xdf(path)}
+            pick_session_streams(
+                streams,
+                eeg=config.eeg_stream,
+                face=config.face_stream,
+                markers=config.markers_stream,
+                session=session,
+            )
+        except (FileFormatError, StreamNotFoundError) as exc:
+            reason = _skip_reason(exc, path, session)
+            skipped.append({"session": session, "file": str(path), "reason": reason})
+            _say(f"bci-affect {command}: warning: skipped {path}: {reason}")
+            continue
+        finally:
+            for w in caught:
+                _say(f"bci-affect {command}: warning: {w.message}")
+        damage = [
+            str(w.message)
+            for w in caught
+            if issubclass(w.category, RecordingWarning) and _DAMAGE.search(str(w.message))
+        ]
+        if damage and partial is not None:
+            reason = "; ".join(_skip_reason(Exception(d), path, session) for d in damage)
+            partial.append({"session": session, "file": str(path), "reason": reason})
+        n_used += 1
+        _say(f"[{i}/{len(found)}] loaded {session} ({time.perf_counter() - t0:.1f} s)")
+        yield session, streams
+    if n_used == 0 and skipped:
+        first = skipped[0]
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise ConfigError(
+            f"none of the {len(found)} session files can be used: {first['file']}: "
+            f"{first['reason']}{more}; check them with `bci-affect inspect FILE`"
+        )
+
+
+def problems_lines(skipped: list[dict], partial: list[dict], n_files: int) -> list[str]:
+    """Lines naming the session files skipped and those read only in part."""
+    out = []
+    if skipped:
+        names = ", ".join(s["file"] for s in skipped)
+        out.append(
+            f"skipped {len(skipped)} of {n_files} session files (unreadable or unlabelled): {names}"
+        )
+    if partial:
+        names = ", ".join(s["file"] for s in partial)
+        out.append(f"used in part (truncated or corrupt): {names}")
+    return out
+
+
 def _resolve_init(init: str) -> Path:
     if init == "default":
         from bci_affect.pretrained import default_model_path  # noqa: PLC0415
@@ -211,8 +332,6 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
-    from acquisition.xdf import RecordingWarning, load_xdf  # noqa: PLC0415
-    from bci_affect.cli.inspect import recording_warnings  # noqa: PLC0415
     from bci_affect.core.errors import ConfigError  # noqa: PLC0415
     from bci_affect.models.finetune import TrainConfig  # noqa: PLC0415
     from bci_affect.processors import SignalsConfig  # noqa: PLC0415
@@ -281,22 +400,16 @@ def run(args: argparse.Namespace) -> int:
     found = find_sessions(dataset_path)
     face_name = args.face_stream or "FaceFeatures"
     _say(f"dataset {dataset_path}: {len(found)} session file(s)")
-
-    def sessions():
-        for i, (session, _subject, path) in enumerate(found, start=1):
-            t0 = time.perf_counter()
-            with recording_warnings("train"):
-                # NaN is how FaceFeatures encodes "no face in this frame"; the dataset summary
-                # reports the windows with a face instead of one warning per session
-                warnings.filterwarnings(
-                    "ignore",
-                    message=rf".*stream '{re.escape(face_name)}' has \d+ NaN values",
-                    category=RecordingWarning,
-                )
-                chunks = load_xdf(path)
-            _say(f"[{i}/{len(found)}] loaded {session} ({time.perf_counter() - t0:.1f} s)")
-            yield session, {c.name: c for c in chunks}
-
+    skipped: list[dict] = []
+    partial: list[dict] = []
+    sessions = load_sessions(
+        found,
+        command="train",
+        config=config,
+        skipped=skipped,
+        partial=partial,
+        quiet_nan_stream=face_name,
+    )
     subjects = {s: subj for s, subj, _ in found if subj is not None}
 
     def report(session: str, part: Any) -> None:
@@ -305,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
         )
         _say(f"    {session}: {len(part)} windows in {part.n_trials} rated trials ({counts})")
 
-    dataset = build_dataset(sessions(), config, subjects=subjects, progress=report)
+    dataset = build_dataset(sessions, config, subjects=subjects, progress=report)
     summary = dataset.summary()
     _say(
         f"dataset: {summary['n_windows']} windows, {summary['n_trials']} trials, "
@@ -313,6 +426,8 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['windows_with_face']} windows with a face; "
         + ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
     )
+    for line in problems_lines(skipped, partial, len(found)):
+        _say(line)
     torch.manual_seed(args.seed)
     train_kw: dict[str, Any] = {"batch_size": args.batch_size, "device": args.device}
     if start is None:
@@ -354,6 +469,9 @@ def run(args: argparse.Namespace) -> int:
             "path": str(dataset_path),
             "sessions": list(dataset.sessions),
             **summary,
+            "n_files": len(found),
+            "skipped": skipped,
+            "partial": partial,
         },
         "split": result.split.to_dict(),
         "metrics": result.metrics,
@@ -395,6 +513,8 @@ def run(args: argparse.Namespace) -> int:
             f"validated on {len(result.split.val)} (split by {result.split.unit}); classes: {names}"
         )
         print(format_metrics(result.metrics, splits=splits))
+        for line in problems_lines(skipped, partial, len(found)):
+            print(line)
         print(f"wrote {path} ({size / 1024:.0f} kB) in {time.perf_counter() - t_start:.1f} s")
     return 0
 

@@ -701,6 +701,12 @@ def _describe_run(result: dict) -> str:
         f"- data: {data.get('source')} — {data.get('n_subjects')} subjects, "
         f"{data.get('n_trials')} trials, {data.get('n_windows')} windows ({counts})",
     ]
+    for key, what in (("skipped", "skipped"), ("partial", "used in part (truncated or corrupt)")):
+        if data.get(key):
+            lines.append(
+                f"- session files {what}: "
+                + ", ".join(f"`{s['file']}` ({s['reason']})" for s in data[key])
+            )
     if data.get("source") == "sessions":
         lines.append(
             f"- windows: {data.get('window_s')} s, hop {data.get('hop_s')} s; student input: "
