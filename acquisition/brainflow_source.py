@@ -443,7 +443,10 @@ class StampRegulariser:
         n = np.asarray(n, dtype=np.int64)
         s = np.asarray(s, dtype=np.float64)
         if n.shape != s.shape or n.ndim != 1:
-            raise ConfigError(f"n and s must be 1-D and alike, got {n.shape} and {s.shape}")
+            raise ConfigError(
+                "sample indices n and arrival stamps s must be 1-D arrays of the same length, "
+                f"got shapes {n.shape} and {s.shape}"
+            )
         if n.size == 0:
             return np.empty(0), None
         jump = None

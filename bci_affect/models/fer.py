@@ -372,8 +372,13 @@ def preprocess_faces(gray_faces: NDArray) -> Tensor:
     arr = np.asarray(gray_faces)
     if arr.ndim == 2:
         arr = arr[None]
-    if arr.ndim != 3 or 0 in arr.shape:
+    if arr.ndim != 3:
         raise ShapeError(f"gray_faces must be (n_faces, h, w) or (h, w), got shape {arr.shape}")
+    if 0 in arr.shape:
+        raise ShapeError(
+            f"gray_faces is empty (shape {arr.shape}); pass at least one face crop of at "
+            "least 1x1 pixels"
+        )
     if arr.shape[1:] != (INPUT_SIZE, INPUT_SIZE):
         arr = np.stack([cv2.resize(a, (INPUT_SIZE, INPUT_SIZE)) for a in arr])
     x = (arr.astype(np.float32) / 255.0 - 0.5) * 2.0

@@ -106,7 +106,6 @@ def test_stats_irregular_and_backwards():
 
 
 def test_inspect_text_recording(shared_data, capsys):
-    pytest.importorskip("acquisition.textfiles")
     path = shared_data / "openbci" / "OpenBCI_GUI-v6-blinks-jawClench-alpha.txt"
     rows = _json_lines(capsys, ["inspect", str(path), "--json"])
     eeg = next(r for r in rows if r["stream"] == "EEG")

@@ -172,7 +172,7 @@ def test_resolve_timeout_lists_visible_streams(uid):
     out = Outlet(eeg_info(uid))
     resolve_streams(source_id=uid, timeout_s=5)  # visible before we ask for a missing one
     t = time.monotonic()
-    with pytest.raises(StreamNotFoundError) as err:
+    with pytest.raises(StreamNotFoundError, match="no LSL stream with .* found within") as err:
         resolve_streams(source_id=f"missing-{uid}", timeout_s=0.3)
     assert time.monotonic() - t < 5
     msg = str(err.value)

@@ -10,7 +10,9 @@ import numpy as np
 import pylsl
 import pytest
 
+from acquisition.lsl_inlet import LslSource
 from acquisition.player import Player
+from acquisition.textfiles import OpenBciTextSource
 from acquisition.xdf import RecordingWarning, XdfSource, load_xdf
 from bci_affect.cli import main
 from bci_affect.core import ConfigError, concat, read_all
@@ -88,7 +90,6 @@ def test_realtime_replay_equals_in_process_replay(xdf_dir, uid):
 
 def test_realtime_replay_through_the_live_lsl_source(xdf_dir, uid):
     """The live code path: Player -> LSL -> LslSource gives the recording's chunks."""
-    lsl_inlet = pytest.importorskip("acquisition.lsl_inlet")
     path = xdf_dir / "bci_essentials_switch_example.xdf"
     names = ["g.USBamp-1", "UnityMarkerStream"]
     with XdfSource(path, streams=names) as source:
@@ -96,7 +97,7 @@ def test_realtime_replay_through_the_live_lsl_source(xdf_dir, uid):
     selectors = [f"source_id={uid}:gUSBamp_1_UB-2016.05.45", f"source_id={uid}:UnityMarkerStream"]
     got: dict[str, list] = {n: [] for n in names}
     player = Player(path, speed=40.0, streams=names, source_id_prefix=uid, wait_for_consumers_s=20)
-    with player, lsl_inlet.LslSource(selectors, timeout_s=10) as live:
+    with player, LslSource(selectors, timeout_s=10) as live:
         watchdog = threading.Timer(60, live.stop)  # a deadline, should samples go missing
         watchdog.start()
         try:
@@ -149,12 +150,11 @@ def test_scale_times_follows_the_clock(xdf_dir, uid):
 
 
 def test_any_source_and_stream_subset(shared_data, uid):
-    textfiles = pytest.importorskip("acquisition.textfiles")
     path = shared_data / "openbci" / "OpenBCI_GUI-v6-blinks-jawClench-alpha.txt"
-    with textfiles.OpenBciTextSource(path) as source:
+    with OpenBciTextSource(path) as source:
         eeg = read_all(source)["EEG"]
     eeg = eeg.slice_times(eeg.times[0], eeg.times[0] + 20.0)  # first 20 s
-    source = textfiles.OpenBciTextSource(path)
+    source = OpenBciTextSource(path)
     player = Player(
         source, speed=20.0, streams=["EEG"], source_id_prefix=uid, wait_for_consumers_s=20
     )

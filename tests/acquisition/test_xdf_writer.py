@@ -321,7 +321,10 @@ def test_streaming_writer_is_atomic(tmp_path, rng):
 
 def test_streaming_writer_error_in_block_removes_partial(tmp_path):
     info = StreamInfo("EEG", "EEG", 100.0, ("a",), channel_format="float32")
-    with pytest.raises(RuntimeError), StreamingXdfWriter(tmp_path / "x.xdf") as w:
+    with (
+        pytest.raises(RuntimeError, match="acquisition failed"),
+        StreamingXdfWriter(tmp_path / "x.xdf") as w,
+    ):
         w.write_chunk(Chunk(np.zeros((1, 3), np.float32), np.arange(3.0), info))
         raise RuntimeError("acquisition failed")
     assert list(tmp_path.iterdir()) == []

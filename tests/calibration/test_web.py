@@ -458,7 +458,7 @@ def test_close_ends_every_stream(context, rec):
     for page in pages:
         expect(page.locator("#connection")).to_have_text("session ended")
     web.close()  # idempotent
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="port must be an integer 0-65535.*got 70000"):
         WebUI(rec.on_answer, rec.on_shown, port=70000)
 
 
@@ -467,13 +467,15 @@ def test_non_json_requests_are_refused(ui, rec):
     url = ui.url.rstrip("/") + "/answer"
     body = b'{"query_id": 30, "skip": true}'
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "text/plain"})
-    with pytest.raises(urllib.error.HTTPError) as err:
+    with pytest.raises(
+        urllib.error.HTTPError, match="HTTP Error 415: Unsupported Media Type"
+    ) as err:
         urllib.request.urlopen(req, timeout=TIMEOUT_S)
     assert err.value.code == 415 and "application/json" in json.loads(err.value.read())["error"]
     req = urllib.request.Request(
         url, data=b"{not json", headers={"Content-Type": "application/json"}
     )
-    with pytest.raises(urllib.error.HTTPError) as err:
+    with pytest.raises(urllib.error.HTTPError, match="HTTP Error 400: Bad Request") as err:
         urllib.request.urlopen(req, timeout=TIMEOUT_S)
     assert err.value.code == 400 and "not JSON" in json.loads(err.value.read())["error"]
     assert request(ui.url, "/nowhere")[0] == 404

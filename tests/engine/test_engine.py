@@ -199,19 +199,39 @@ def test_push_windows_scores_windows_from_the_offline_chain(short_xdf):
     assert_same_predictions(ref, out, atol=1e-5)
 
 
-def test_default_model_is_the_bundled_one_when_it_fits(short_xdf):
-    """No model given: the bundled model if this copy has one that fits, else untrained."""
-    from bci_affect.engine import bundled_model_path
+def test_default_model_is_the_bundled_one(short_xdf):
+    """No model given: the engine scores with the bundled model (this copy ships one and the
+    Cyton montage at 250 Hz fits it): its weights tensor for tensor, its name in every
+    prediction, and predictions unlike the untrained face-prior-only fallback's."""
+    from safetensors.torch import load_file
 
+    from bci_affect.engine import bundled_model_path
+    from bci_affect.pretrained import default_model_path
+
+    path = bundled_model_path()
+    assert path is not None and path == default_model_path()
+    out: list[Prediction] = []
     with XdfSource(short_xdf) as src:
-        engine = Engine(config=EngineConfig(realtime=False), signals=SIGNALS)
+        engine = Engine(config=EngineConfig(realtime=False), signals=SIGNALS, sinks=[out.append])
         session = engine.add_session("s", streams=src.streams)
-        engine.close()
-    name = session.model.name
-    if bundled_model_path() is None:
-        assert name == UNTRAINED_MODEL
-    else:
-        assert name.startswith("bundled") or name == UNTRAINED_MODEL
+        for chunk in src:
+            session.push(chunk)
+        assert engine.close(timeout=30)
+    assert not engine.errors, engine.errors
+    loaded = session.model
+    assert loaded.name == f"bundled ({path.name})" != UNTRAINED_MODEL
+    bundled = load_file(path / "weights.safetensors")
+    weights = loaded.model.state_dict()
+    assert set(bundled) <= set(weights)
+    for key, tensor in bundled.items():
+        assert torch.equal(weights[key].cpu(), tensor), key
+    fallback = replay(short_xdf)  # the untrained model: the face expression prior alone
+    assert len(out) == len(fallback) > 0
+    assert {p.model for p in out} == {loaded.name}
+    assert {p.model for p in fallback} == {UNTRAINED_MODEL}
+    probs = np.array([p.probs for p in out])
+    diff = np.abs(probs - np.array([p.probs for p in fallback])).max(axis=1)
+    assert np.all(diff > 0.01) and np.median(diff) > 0.1, diff
 
 
 @pytest.mark.gpu

@@ -76,7 +76,7 @@ def test_lsl_layout_matches_the_row():
     chunk = predictions_chunk([p, _prediction(index=4, t_window_end=812345.625)], info)
     assert chunk.data.shape == (len(names), 2)
     np.testing.assert_array_equal(chunk.times, [812345.125, 812345.625])
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"need >= 2 unique class names, got \['only'\]"):
         prediction_channels(["only"])
 
 

@@ -53,8 +53,9 @@ def test_face_command_text_and_errors(faces, fer_weights, capsys, tmp_path):
 def test_camera_command_errors(capsys, faces):
     assert main(["camera", "--device", "0", "--fast"]) == 2
     assert "--fast applies to --file" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error
         build_parser().parse_args(["camera", "--device", "0", "--file", "x.mp4"])
+    assert "--file: not allowed with argument --device" in capsys.readouterr().err
     assert main(["camera", "--file", str(faces / "x.mp4")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -224,8 +224,12 @@ def test_preprocess_faces():
     assert -1.0 <= float(x.min()) < -0.9 and 0.9 < float(x.max()) <= 1.0
     x = preprocess_faces(np.full((3, 64, 64), 255, np.uint8))
     assert x.shape == (3, 1, 64, 64) and torch.all(x == 1.0)
-    with pytest.raises(ShapeError):
+    with pytest.raises(ShapeError, match=r"gray_faces is empty \(shape \(0, 64, 64\)\)"):
         preprocess_faces(np.zeros((0, 64, 64), np.uint8))
+    with pytest.raises(
+        ShapeError, match=r"must be \(n_faces, h, w\) or \(h, w\), got shape \(64,\)"
+    ):
+        preprocess_faces(np.zeros(64, np.uint8))
 
 
 def test_registry_and_random_forward(rng):

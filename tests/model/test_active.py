@@ -26,7 +26,9 @@ def test_js_divergence_properties(rng):
     assert torch.allclose(js_divergence(p, p), torch.zeros(50, dtype=p.dtype), atol=1e-12)
     disjoint = js_divergence(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
     assert float(disjoint) == pytest.approx(math.log(2), rel=1e-5)
-    with pytest.raises(ShapeError):
+    with pytest.raises(
+        ShapeError, match=r"p and q must have the same shape, got \(50, 4\) and \(50, 3\)"
+    ):
         js_divergence(p, q[:, :3])
 
 
@@ -71,7 +73,7 @@ def test_select_batch_never_overlaps_and_takes_best_first():
 
 
 def test_select_batch_bad_input():
-    with pytest.raises(ShapeError):
+    with pytest.raises(ShapeError, match="scores, starts_s and ends_s must have the same length"):
         select_batch([1, 2], [0, 1, 2], [1, 2, 3], 1)
     with pytest.raises(ConfigError, match="n must be >= 0"):
         select_batch([1], [0], [1], -1)

@@ -21,15 +21,20 @@ def test_logistic_fit_separates_what_is_separable(rng):
 
 @pytest.mark.slow
 def test_default_sessions_decode_like_real_data():
-    """Trial-split, window-level accuracy of a quick log-band-power classifier: about 55-75 %
-    on defaults (real within-subject EEG affect decoding), far from 100 %; the same check on
-    exaggerated effects without drift scores clearly higher, so the check can see effects."""
+    """Trial-split, window-level accuracy of a quick log-band-power classifier: the mean over
+    subjects and both labels lies in the 55-75 % that docs/simulator.md promises for the
+    defaults (real within-subject EEG affect decoding), above chance (50 %, what sessions
+    without the EEG effects score) and far from 100 %; the same check on exaggerated effects
+    without drift scores clearly higher, so the check can see effects.
+
+    The bounds are the documented range, not this seed's result: the mean of six subjects
+    varies by about 0.05 from seed to seed (seeds 0-19 and 21: 0.57-0.72). A single subject may
+    reach 100 % (16 trials), so only the mean is bounded above."""
     subjects = range(1, 7)
     default = [session_accuracy(simulate_session(seed=21, subject_index=k)) for k in subjects]
     acc = np.array([(r.valence, r.arousal) for r in default])
     assert np.all(np.isfinite(acc))
-    assert 0.5 <= acc.mean() <= 0.75, acc
-    assert acc.max() < 0.95
+    assert 0.55 <= acc.mean() <= 0.75, acc
     strong_cfg = SimulatorConfig().replace(
         affect={
             "responder_prob": 1.0,
