@@ -33,9 +33,10 @@ in the stats and passed to ``on_error``; ``push`` never raises and the sources k
 A session whose model cannot be loaded keeps consuming its input and reports every window as
 failed. A model that returns NaN or infinite probabilities fails those windows the same way.
 
-Bad input: EEG samples holding NaN or inf (any channel) are left out before the signals chain,
-with one warning when such a run of samples starts and one when it ends; the pause they leave
-makes the windows over them incomplete, exactly like a gap in the timestamps (a lost stream).
+Bad input: the signals chain leaves out EEG samples holding NaN or inf (any channel), with one
+warning when such a run of samples starts and one when it ends, as it does offline (see
+:class:`~bci_affect.processors.signals.FiniteSamples`); the pause they leave makes the windows
+over them incomplete, exactly like a gap in the timestamps (a lost stream).
 A window of the signals chain whose EEG is incomplete and that has no face to score instead is
 not scored (counted in ``n_incomplete``): no prediction rests on EEG that was not there.
 """
@@ -50,7 +51,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -213,7 +214,9 @@ class Session:
         self.window_sinks = list(window_sinks)
         # Live sessions wait for late face frames on the wall clock too (see Windower).
         clock = time.monotonic if engine.config.realtime else None
-        self.pipeline = SignalPipeline(signals, eeg_stream=eeg_stream, clock=clock)
+        self.pipeline = SignalPipeline(
+            signals, eeg_stream=eeg_stream, clock=clock, label=f"session {name!r}"
+        )
         self._stats = SessionStats()
         self._signature: StreamSignature | None = None
         self._loaded: LoadedModel | None = None
@@ -229,8 +232,6 @@ class Session:
         self.pending: collections.deque[_Item] = collections.deque()
         self._skipped_since = 0
         self._in_flight = 0
-        self._nonfinite_from: float | None = None  # start of a run of NaN/inf EEG samples
-        self._nonfinite_run = 0  # samples in that run
         self._thread: threading.Thread | None = None
         if engine.config.realtime:
             self._thread = threading.Thread(
@@ -441,64 +442,20 @@ class Session:
 
     def _process(self, chunk: Chunk, t_arrival: float) -> None:
         try:
-            if self.pipeline.is_eeg(chunk):
-                chunk = self._finite_eeg(chunk)
             results = self.pipeline(chunk)
         except Exception as exc:  # noqa: BLE001  (isolated: acquisition goes on)
             self.engine._report("signals", self, exc)
             return
+        finally:
+            self._count_nonfinite()
         self._windows_out(results, t_arrival)
 
-    def _finite_eeg(self, chunk: Chunk) -> Chunk:
-        """``chunk`` without its samples (columns) that hold NaN or inf in any channel.
-
-        The signals chain then sees a pause in the timestamps: its filters restart after it
-        and the windows over it are incomplete. A warning says when such a run starts (with
-        the channels concerned) and when it ends.
-        """
-        data = chunk.data
-        if data.dtype.kind != "f" or data.size == 0:
-            return chunk
-        finite = np.isfinite(data)
-        good = finite.all(axis=0)  # (n_times,)
-        n_bad = int(good.size - np.count_nonzero(good))
-        if n_bad == 0:
-            self._end_nonfinite_run(chunk, float(chunk.times[0]))
-            return chunk
-        first = int(np.argmin(good))
-        if self._nonfinite_from is None:
-            self._nonfinite_from = float(chunk.times[first])
-            chans = [chunk.ch_names[i] for i in np.flatnonzero(~finite.all(axis=1))]
-            logger.warning(
-                "session %r: EEG stream %r sends NaN or inf samples from t=%.3f s (channels %s);"
-                " they are left out and windows over them are not scored as EEG",
-                self.name,
-                chunk.name,
-                self._nonfinite_from,
-                ", ".join(chans),
-            )
-        self._nonfinite_run += n_bad
-        with self._cv:
-            self._stats.n_nonfinite += n_bad
-        if good[-1]:  # the run ended inside this chunk
-            last_bad = good.size - 1 - int(np.argmin(good[::-1]))
-            self._end_nonfinite_run(chunk, float(chunk.times[last_bad + 1]))
-        return replace(chunk, data=data[:, good], times=chunk.times[good])
-
-    def _end_nonfinite_run(self, chunk: Chunk, t: float) -> None:
-        """Say that a run of NaN/inf EEG samples ended at ``t`` (LSL clock, s)."""
-        if self._nonfinite_from is None:
-            return
-        logger.warning(
-            "session %r: EEG stream %r finite again at t=%.3f s (%d samples with NaN or inf "
-            "left out over %.2f s)",
-            self.name,
-            chunk.name,
-            t,
-            self._nonfinite_run,
-            t - self._nonfinite_from,
-        )
-        self._nonfinite_from, self._nonfinite_run = None, 0
+    def _count_nonfinite(self) -> None:
+        """Copy the signals chain's count of EEG samples left out for NaN or inf."""
+        n = self.pipeline.n_nonfinite
+        if n != self._stats.n_nonfinite:
+            with self._cv:
+                self._stats.n_nonfinite = n
 
     def _windows_out(self, results: list[WindowResult], t_arrival: float) -> None:
         if not results:

@@ -7,6 +7,11 @@ on a string stream tell the windower no frame will come, so windows stop waiting
 :func:`iter_recording` runs it on whole recorded streams, scoring windows in vectorised batches.
 Both cut the same windows with the same :class:`~bci_affect.processors.windower.Windower` and
 finish through the same maths, so live, chunked and offline results agree.
+
+Both first leave out the EEG samples (columns) that hold NaN or inf in any channel
+(:class:`FiniteSamples`), with one warning when such a run of samples starts and one when it
+ends: the pause they leave restarts the filters and makes the windows over it incomplete,
+exactly like a gap in the timestamps (a lost stream).
 """
 
 from __future__ import annotations
@@ -90,6 +95,136 @@ class SignalsConfig:
         )
 
 
+class FiniteSamples:
+    """Leaves out the EEG samples (columns) that hold NaN or inf in any channel.
+
+    What follows sees a pause in the timestamps: the filters restart after it and the windows
+    over it are incomplete (never filled in). State carries across chunks: each run of such
+    samples gives one warning when it starts (with the channels concerned) and one when it
+    ends, however the stream is cut into chunks (live chunks or a whole recording). After
+    :attr:`MAX_LOGGED_RUNS` runs, one line says that further runs are only counted.
+
+    Parameters
+    ----------
+    label : str, optional
+        Put before each log line (e.g. ``"session 'S01'"``).
+
+    Attributes
+    ----------
+    n_left_out : int
+        Samples (time points) left out since the last :meth:`reset`.
+    n_runs : int
+        Runs of such samples since the last :meth:`reset`.
+    """
+
+    #: Runs of NaN/inf samples logged one by one; later runs are counted only.
+    MAX_LOGGED_RUNS = 20
+
+    def __init__(self, label: str | None = None) -> None:
+        self._prefix = f"{label}: " if label else ""
+        self.reset()
+
+    def reset(self) -> None:
+        self.n_left_out = 0
+        self.n_runs = 0
+        self._run_from: float | None = None  # start of the current run, LSL clock s
+        self._run_n = 0  # samples in that run
+
+    def __call__(self, chunk: Chunk) -> Chunk:
+        """``chunk`` without its non-finite samples.
+
+        Parameters
+        ----------
+        chunk : Chunk
+            EEG, data shape (n_chans, n_times).
+
+        Returns
+        -------
+        Chunk
+            ``chunk`` itself when every sample is finite, else a copy of shape
+            (n_chans, n_finite_times).
+        """
+        data = chunk.data
+        if data.dtype.kind != "f" or data.size == 0:
+            return chunk
+        finite = np.isfinite(data)
+        good = finite.all(axis=0)  # (n_times,)
+        n_bad = int(good.size - np.count_nonzero(good))
+        if n_bad == 0:
+            self._end_run(chunk.name, float(chunk.times[0]))
+            return chunk
+        self.n_left_out += n_bad
+        edges = np.diff(np.concatenate(([0], (~good).view(np.int8), [0])))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        if starts[0] > 0:  # a run that went on to the end of the last chunk ended with it
+            self._end_run(chunk.name, float(chunk.times[0]))
+        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):  # runs [a, b)
+            if self._run_from is None:
+                self._start_run(chunk, finite[:, a:b], a)
+            self._run_n += b - a
+            if b < good.size:
+                self._end_run(chunk.name, float(chunk.times[b]))
+        return replace(chunk, data=data[:, good], times=chunk.times[good])
+
+    def finish(self, stream: str) -> None:
+        """End of the stream: say so when it ended inside a run of non-finite samples."""
+        if self._run_from is None:
+            return
+        if self.n_runs <= self.MAX_LOGGED_RUNS:
+            logger.warning(
+                "%sEEG stream %r ended in a run of NaN or inf samples (%d samples left out "
+                "from t=%.3f s)",
+                self._prefix,
+                stream,
+                self._run_n,
+                self._run_from,
+            )
+        self._run_from, self._run_n = None, 0
+
+    def _start_run(self, chunk: Chunk, finite: np.ndarray, first: int) -> None:
+        """A run starts at sample ``first`` of ``chunk``; ``finite``: the run's samples'
+        finiteness, shape (n_chans, n_run_times)."""
+        self._run_from = float(chunk.times[first])
+        self.n_runs += 1
+        if self.n_runs > self.MAX_LOGGED_RUNS + 1:
+            return
+        if self.n_runs == self.MAX_LOGGED_RUNS + 1:
+            logger.warning(
+                "%sEEG stream %r sends NaN or inf samples again at t=%.3f s (run %d); this "
+                "and later runs are left out and counted without a warning each",
+                self._prefix,
+                chunk.name,
+                self._run_from,
+                self.n_runs,
+            )
+            return
+        chans = [chunk.ch_names[i] for i in np.flatnonzero(~finite.all(axis=1))]
+        logger.warning(
+            "%sEEG stream %r sends NaN or inf samples from t=%.3f s (channels %s); they are "
+            "left out and windows over them are not scored as EEG",
+            self._prefix,
+            chunk.name,
+            self._run_from,
+            ", ".join(chans),
+        )
+
+    def _end_run(self, stream: str, t: float) -> None:
+        """Say that a run of non-finite samples ended at ``t`` (LSL clock, s)."""
+        if self._run_from is None:
+            return
+        if self.n_runs <= self.MAX_LOGGED_RUNS:
+            logger.warning(
+                "%sEEG stream %r finite again at t=%.3f s (%d samples with NaN or inf left "
+                "out over %.2f s)",
+                self._prefix,
+                stream,
+                t,
+                self._run_n,
+                t - self._run_from,
+            )
+        self._run_from, self._run_n = None, 0
+
+
 @dataclass(frozen=True, eq=False)
 class WindowResult:
     """One window with its quality and features."""
@@ -115,6 +250,8 @@ class SignalPipeline:
         Live sessions: a monotonic clock in seconds, passed to the
         :class:`~bci_affect.processors.windower.Windower` (windows also wait for late face
         frames on it).
+    label : str, optional
+        Put before the log lines about NaN or inf samples (e.g. ``"session 'S01'"``).
     """
 
     def __init__(
@@ -123,9 +260,11 @@ class SignalPipeline:
         *,
         eeg_stream: str | None = None,
         clock: Callable[[], float] | None = None,
+        label: str | None = None,
     ):
         self.config = config or SignalsConfig()
         self.eeg_stream = eeg_stream
+        self.finite = FiniteSamples(label)
         self.preprocess = Preprocess(self.config.preprocess)
         self.windower = Windower(self.config.window, clock=clock)
         self.scorer = QualityScorer(self.config.quality)
@@ -137,11 +276,23 @@ class SignalPipeline:
         self._epoch = self.windower.epoch
 
     def reset(self) -> None:
-        for step in (self.preprocess, self.windower, self.scorer, self.extractor, self.sites):
+        for step in (
+            self.finite,
+            self.preprocess,
+            self.windower,
+            self.scorer,
+            self.extractor,
+            self.sites,
+        ):
             step.reset()
         self._eeg_name = None
         self._spectra = self._spectra_key = None
         self._epoch = self.windower.epoch
+
+    @property
+    def n_nonfinite(self) -> int:
+        """EEG samples left out because they held NaN or inf (see :class:`FiniteSamples`)."""
+        return self.finite.n_left_out
 
     def declare(self, streams: Sequence[StreamInfo]) -> None:
         """The session's streams, known before their data: a FaceFeatures stream among them is
@@ -169,6 +320,7 @@ class SignalPipeline:
                 f"two EEG streams ({self._eeg_name!r} and {chunk.name!r}); choose one with "
                 "eeg_stream="
             )
+        chunk = self.finite(chunk)
         if chunk.n_times == 0:
             return []
         filtered = self.preprocess(chunk)
@@ -192,6 +344,8 @@ class SignalPipeline:
 
     def flush(self) -> list[WindowResult]:
         """End of the stream: score the windows still waiting (for late face frames)."""
+        if self._eeg_name is not None:
+            self.finite.finish(self._eeg_name)
         return self._score(self.windower.flush())
 
     def _shared_spectra(self, window: Window) -> WindowSpectra | None:
@@ -255,11 +409,13 @@ def iter_recording(
     config: SignalsConfig | None = None,
     *,
     batch: int = 256,
+    finite: FiniteSamples | None = None,
 ) -> Iterator[WindowResult]:
     """Windows of a recorded EEG stream (and FaceFeatures), scored in vectorised batches.
 
     Gives the same windows, quality and features as :class:`SignalPipeline` fed the same
-    streams (to floating-point rounding).
+    streams (to floating-point rounding): samples holding NaN or inf are left out first, with
+    the same warnings.
 
     Parameters
     ----------
@@ -270,10 +426,16 @@ def iter_recording(
     config : SignalsConfig
     batch : int
         Windows scored per vectorised call (bounds memory).
+    finite : FiniteSamples, optional
+        The step that leaves out NaN/inf samples (a fresh one by default); pass one to read
+        its ``n_left_out`` or to set its log label.
     """
     config = config or SignalsConfig()
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
+    finite = finite if finite is not None else FiniteSamples()
+    eeg = finite(eeg)
+    finite.finish(eeg.name)
     if eeg.n_times == 0:
         return
     filtered = Preprocess(config.preprocess)(eeg)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
 import pytest
 from scipy import signal
 
-from bci_affect.core import Chunk, ConfigError, StreamInfo
+from acquisition.xdf import RecordingWarning, XdfSource
+from acquisition.xdf_writer import write_xdf
+from bci_affect.core import Chunk, ConfigError, StreamInfo, read_all
+from bci_affect.engine import Engine, EngineConfig
 from bci_affect.processors import (
     FeatureConfig,
     PreprocessConfig,
@@ -19,6 +23,7 @@ from bci_affect.processors import (
     iter_recording,
     process_recording,
 )
+from bci_affect.processors.signals import FiniteSamples
 
 CONFIGS = {
     "default": SignalsConfig.make(line_hz=50.0),
@@ -165,3 +170,154 @@ def test_band_above_nyquist_is_a_clear_error(sig, rng):
     eeg = sig.make_eeg(rng, seconds=6, sfreq=80.0)
     with pytest.raises(ConfigError, match="Nyquist"):
         process_recording(eeg, None, SignalsConfig.make(line_hz=None, h_freq_hz=35.0))
+
+
+# -- NaN / inf EEG samples: left out like a gap, the same live and offline ---------------------
+
+#: (first second, seconds, channels, value) of each burst of non-finite samples
+BURSTS = ((6.1, 0.3, (0, 7), np.nan), (12.22, 0.4, (2, 5), np.inf))
+N_BURST_SAMPLES = 75 + 100  # at 250 Hz
+
+
+def _with_bursts(sig, rng) -> tuple[Chunk, Chunk, list[tuple[float, float]]]:
+    """20 s of EEG with a NaN burst on Fp1, O2 and a +/-inf burst on C3, P8; the same EEG
+    with those samples removed (a plain gap); each burst as (first bad, first good again)
+    on the LSL clock (s)."""
+    eeg = sig.make_eeg(rng, seconds=20, dtype=np.float64)
+    x = eeg.data.copy()
+    t = eeg.times - eeg.times[0]
+    keep = np.ones(t.size, dtype=bool)
+    spans = []
+    for start, seconds, chans, value in BURSTS:
+        idx = np.flatnonzero((t >= start - 1e-9) & (t < start + seconds - 1e-9))
+        x[chans[0], idx] = value
+        x[chans[1], idx] = -value
+        keep[idx] = False
+        spans.append((float(eeg.times[idx[0]]), float(eeg.times[idx[-1] + 1])))
+    assert keep.size - np.count_nonzero(keep) == N_BURST_SAMPLES
+    bursty = replace(eeg, data=x)
+    gap = replace(eeg, data=x[:, keep], times=eeg.times[keep])
+    return bursty, gap, spans
+
+
+def _run_lines(records) -> list[str]:
+    """The messages about runs of NaN/inf samples, without the label before them."""
+    keys = ("NaN or inf samples", "finite again")
+    return [
+        r.getMessage().split(": ", 1)[-1] for r in records if any(k in r.getMessage() for k in keys)
+    ]
+
+
+def test_nan_and_inf_bursts_are_left_out_offline_like_a_gap(sig, rng, caplog):
+    """A recording with a NaN burst and an inf burst: the offline chain gives exactly the
+    windows of the same recording with those samples removed (the filters restart after each
+    burst instead of carrying NaN to the end); windows over a burst are incomplete, every
+    other window complete with finite features; the samples left out are counted and each
+    burst gives one warning when it starts (naming its channels) and one when it ends."""
+    cfg = CONFIGS["average"]
+    bursty, gap, spans = _with_bursts(sig, rng)
+    finite = FiniteSamples()
+    with caplog.at_level(logging.WARNING, logger="bci_affect.processors.signals"):
+        got = list(iter_recording(bursty, None, cfg, batch=5, finite=finite))
+    _assert_same(process_recording(gap, None, cfg), got, rtol=1e-12)
+    assert finite.n_left_out == N_BURST_SAMPLES and finite.n_runs == 2
+
+    n_over = [0, 0]
+    for r in got:
+        w, f = r.window, r.features
+        over = [i for i, (a, b) in enumerate(spans) if w.t_start < b and w.t_end > a]
+        if over:
+            n_over[over[0]] += 1
+            assert not w.complete and r.quality.quality == 0.0 and f.tensor is None
+            continue
+        assert w.complete and np.isfinite(f.tensor).all() and np.isfinite(f.de[f.used]).all()
+        assert f.used.all() and np.isfinite(r.quality.quality) and r.quality.quality > 0.5
+    assert min(n_over) >= 7  # 4 s windows every 0.5 s
+    assert sum(w.t_start >= spans[1][1] for w in (r.window for r in got)) >= 4
+
+    lines = _run_lines(caplog.records)
+    assert len(lines) == 4, lines
+    assert lines[0].startswith(
+        f"EEG stream 'EEG' sends NaN or inf samples from t={spans[0][0]:.3f}"
+    )
+    assert "(channels Fp1, O2)" in lines[0] and "(channels C3, P8)" in lines[2]
+    assert lines[1].startswith(
+        f"EEG stream 'EEG' finite again at t={spans[0][1]:.3f} s (75 samples"
+    )
+    assert lines[3].startswith(
+        f"EEG stream 'EEG' finite again at t={spans[1][1]:.3f} s (100 samples"
+    )
+
+
+def test_nan_runs_give_the_same_warnings_however_the_stream_is_cut(sig, rng, caplog):
+    """The left-out samples, their count and the warnings do not depend on the chunking: a
+    whole recording, 0.1 s chunks and uneven chunks give the same; a stream that ends inside
+    a run says so; after many runs, one line says later runs are only counted."""
+    bursty, gap, _ = _with_bursts(sig, rng)
+    x = bursty.data.copy()
+    x[4, -10:] = np.nan
+    bursty = replace(bursty, data=x)
+    seen = []
+    for pieces in ([bursty], sig.split_every(bursty, 0.1), sig.split(bursty, 37)):
+        caplog.clear()
+        step = FiniteSamples("rec")
+        with caplog.at_level(logging.WARNING, logger="bci_affect.processors.signals"):
+            kept = [step(c) for c in pieces]
+            step.finish(bursty.name)
+        np.testing.assert_array_equal(np.concatenate([c.times for c in kept]), gap.times[:-10])
+        assert step.n_left_out == N_BURST_SAMPLES + 10 and step.n_runs == 3
+        assert all(r.getMessage().startswith("rec: EEG stream 'EEG' ") for r in caplog.records)
+        seen.append(_run_lines(caplog.records))
+    assert seen[0] == seen[1] == seen[2] and len(seen[0]) == 6, seen
+    assert "ended in a run of NaN or inf samples (10 samples left out" in seen[0][-1]
+
+    caplog.clear()
+    y = sig.make_eeg(rng, seconds=4).data.copy()
+    y[3, 10::20] = np.inf  # 50 single-sample runs
+    step = FiniteSamples()
+    with caplog.at_level(logging.WARNING, logger="bci_affect.processors.signals"):
+        step(replace(sig.make_eeg(rng, seconds=4), data=y))
+    lines = _run_lines(caplog.records)
+    assert step.n_left_out == step.n_runs == 50
+    assert len(lines) == 2 * FiniteSamples.MAX_LOGGED_RUNS + 1
+    assert "(run 21); this and later runs are left out and counted" in lines[-1]
+
+
+def test_engine_and_offline_give_the_same_windows_for_an_xdf_with_nan_and_inf(
+    sig, rng, tmp_path, caplog
+):
+    """The same XDF recording (NaN and inf bursts) through the engine chunk by chunk and
+    through the offline chain: the same windows, features and quality, the same count of
+    left-out samples (the engine's stats), the same warnings (the engine's name the
+    session)."""
+    cfg = CONFIGS["default"]
+    bursty, _, _ = _with_bursts(sig, rng)
+    path = write_xdf(tmp_path / "bursts.xdf", [bursty])
+    with pytest.warns(RecordingWarning, match="NaN values"), XdfSource(path) as src:
+        recorded = read_all(src)["EEG"]
+    assert np.count_nonzero(~np.isfinite(recorded.data)) == 2 * N_BURST_SAMPLES  # kept on disk
+
+    finite = FiniteSamples()
+    with caplog.at_level(logging.WARNING, logger="bci_affect.processors.signals"):
+        offline = list(iter_recording(recorded, None, cfg, finite=finite))
+    offline_lines = _run_lines(caplog.records)
+    caplog.clear()
+
+    live: list[WindowResult] = []
+    engine = Engine("untrained", config=EngineConfig(realtime=False), signals=cfg)
+    with (
+        caplog.at_level(logging.WARNING, logger="bci_affect.processors.signals"),
+        pytest.warns(RecordingWarning, match="NaN values"),
+        XdfSource(path, chunk_s=0.1) as src,
+    ):
+        session = engine.add_session("S01", streams=src.streams, window_sinks=[live.extend])
+        for chunk in src:
+            session.push(chunk)
+        assert engine.close(timeout=30)
+    assert not engine.errors, engine.errors
+    _assert_same(offline, live, rtol=1e-9)
+    assert session.stats.n_nonfinite == finite.n_left_out == N_BURST_SAMPLES
+    assert session.stats.n_incomplete == sum(not r.window.complete for r in offline) >= 14
+    engine_lines = [r.getMessage() for r in caplog.records if "NaN or inf" in r.getMessage()]
+    assert all(x.startswith("session 'S01': EEG stream 'EEG' ") for x in engine_lines)
+    assert _run_lines(caplog.records) == offline_lines and len(offline_lines) == 4
