@@ -1,22 +1,28 @@
 """Optional raw video: a compressed file plus a ``VideoFrameIndex`` stream to find frames later.
 
 Raw video is **off by default**: faces are biometric data. When asked for (``bci-affect camera
---video F.mp4``), :class:`VideoRecorder` writes every captured frame to a compressed video file
+--video F.avi``), :class:`VideoRecorder` writes every captured frame to a compressed video file
 (MPEG-4 part 2, ``mp4v``, by default; put it beside the session's XDF) and, for every frame,
 emits one sample on the ``VideoFrames`` stream (type ``VideoFrameIndex``, irregular rate, one
 int32 channel ``frame``): the frame's number in the file (0, 1, 2, ...) stamped with the
 frame's capture time on the LSL clock. Recorded with ``bci-affect record`` beside the EEG, it
 maps any EEG time to the video frame shown then (:func:`match_frames`).
 
+The container is the file name's: ``.avi`` is the one to use. An AVI cut short (``kill -9``, a
+power cut) stays readable up to the cut, less the frames still in FFmpeg's 256 KiB output
+buffer (a second or two); an MP4 (``.mp4``, ``.mov``) is readable only once closed, since its
+index is written last, so a killed process leaves nothing readable. OpenCV's writer cannot
+write fragmented MP4, so an MP4 name is accepted with a warning.
+
 The same index is also written to a sidecar text file ``<video>.frames.csv`` (``frame,lsl_time``
-per line, flushed every second), so the mapping survives even when no recorder was running.
+per line, flushed frame by frame, before the frame is published), so the mapping survives even
+when no recorder was running, and a killed process leaves a line for every frame it published.
 The video file's own frame rate is the camera's nominal rate; the true timing is the index's.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +44,8 @@ __all__ = [
 
 #: Stream type of the frame index.
 VIDEO_INDEX_TYPE = "VideoFrameIndex"
+#: Containers whose index is written when the file is closed: unreadable if the writer is killed.
+INDEX_AT_END = (".mp4", ".m4v", ".mov")
 
 
 def video_index_info(
@@ -62,8 +70,9 @@ class VideoRecorder:
     Parameters
     ----------
     path : str or Path
-        Video file to create (``.mp4`` with the default codec; ``.avi`` for ``MJPG``/``XVID``).
-        Parent folders are created.
+        Video file to create: ``.avi`` (readable up to the cut if the process is killed; any
+        of ``mp4v``, ``MJPG``, ``XVID``) or ``.mp4`` (lost if the process is killed; a warning
+        says so). Parent folders are created.
     fourcc : str
         Four-character OpenCV/FFmpeg codec code.
     name, source_id : str
@@ -100,7 +109,6 @@ class VideoRecorder:
         self._size: tuple[int, int] | None = None
         self._warned_resize = False
         self.n_written = 0
-        self._last_flush = 0.0
 
     def open(self, fps: float, frame_size: tuple[int, int]) -> None:
         """Create the file for frames of ``frame_size`` = (width, height) at nominal ``fps``."""
@@ -118,14 +126,21 @@ class VideoRecorder:
         if not writer.isOpened():
             writer.release()
             raise ConfigError(
-                f"cannot write {str(self.path)!r} with codec {self.fourcc!r}; use a .mp4 name with "
-                "mp4v, or a .avi name with MJPG or XVID"
+                f"cannot write {str(self.path)!r} with codec {self.fourcc!r}; use a .avi name with "
+                "mp4v, MJPG or XVID"
             )
         self._writer = writer
         self._size = (width, height)
         self._csv = open(self.index_path, "w", encoding="utf-8")  # noqa: SIM115
         self._csv.write("frame,lsl_time\n")
         self.n_written = 0
+        if self.path.suffix.lower() in INDEX_AT_END:
+            logger.warning(
+                "%s: an %s file is readable only once closed; if this program is killed, the "
+                "whole video is lost (name it .avi to keep the video up to the cut)",
+                self.path,
+                self.path.suffix.lower().lstrip(".").upper(),
+            )
         logger.info(
             "recording video to %s (%s, %dx%d, %g fps nominal)",
             self.path,
@@ -155,10 +170,7 @@ class VideoRecorder:
             self._writer.write(np.ascontiguousarray(frame))
             self._csv.write(f"{int(k)},{float(t)!r}\n")
         self.n_written += frames.n_times
-        now = time.monotonic()
-        if now - self._last_flush > 1.0:
-            self._csv.flush()
-            self._last_flush = now
+        self._csv.flush()  # before the frames are published: a kill keeps their index lines
         return Chunk(numbers[None, :], frames.times.astype(np.float64, copy=True), self.index_info)
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ examples:
   bci-affect camera --device 0
   bci-affect camera --file session.mp4               a file as a stand-in webcam (real time)
   bci-affect camera --file session.mp4 --fast        as fast as possible, the file's frame times
-  bci-affect camera --device 0 --video rec/S01/S01.mp4    also keep the raw video (biometric!)
+  bci-affect camera --device 0 --video rec/S01/S01.avi    also keep the raw video (biometric!)
 
 streams published (NAME is --name, default FaceFeatures):
   NAME          type FaceFeatures, irregular rate, 160 float32 channels per frame:
@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--video-codec",
         default="mp4v",
         metavar="FOURCC",
-        help="codec of --video (default mp4v for .mp4; MJPG or XVID for .avi)",
+        help="codec of --video (default mp4v; MJPG or XVID also in .avi)",
     )
     p.add_argument(
         "--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from bci_affect.core.source import read_all
 
 
 def test_frames_go_to_a_video_file_and_an_index(faces, tmp_path, fer_model):
-    path = tmp_path / "S01" / "ses1_video.mp4"
+    path = tmp_path / "S01" / "ses1_video.avi"
     cam = CameraSource(
         CameraConfig(file=faces / "face_noface.mov", realtime=False, max_frames=12, start_time=5.0)
     )
@@ -35,7 +37,7 @@ def test_frames_go_to_a_video_file_and_an_index(faces, tmp_path, fer_model):
     index, ff = chunks["VideoFrames"], chunks["FaceFeatures"]
     assert index.info.type == VIDEO_INDEX_TYPE and index.info.channel_format == "int32"
     assert index.info.ch_names == ("frame",) and index.info.sfreq == 0.0
-    assert index.info.desc["video_file"] == "ses1_video.mp4"
+    assert index.info.desc["video_file"] == "ses1_video.avi"
     np.testing.assert_array_equal(index.data[0], np.arange(12))
     np.testing.assert_array_equal(index.times, ff.times)  # one index sample per feature sample
     # the file holds the frames, compressed, in order
@@ -98,3 +100,44 @@ def test_frame_size_change_is_resized(tmp_path):
             break
         sizes.append(frame.shape)
     assert sizes == [(48, 64, 3)] * 3
+
+
+def _frame(i: int, info) -> FrameChunk:
+    """One 64x48 grey frame number ``i``, captured at ``i`` s."""
+    return FrameChunk(
+        np.full((1, 48, 64, 3), 10 * i, np.uint8), np.array([float(i)]), info, np.array([i])
+    )
+
+
+@pytest.mark.parametrize("name", ["v.mp4", "v.MOV", "v.avi"])
+def test_a_container_lost_when_killed_is_named_in_a_warning(tmp_path, caplog, name):
+    """MP4/MOV write their index last (nothing readable if the process is killed): a warning
+    names the file and the container to use instead; an AVI needs none."""
+    rec = VideoRecorder(tmp_path / name)
+    with caplog.at_level(logging.WARNING, logger="acquisition.video_writer"):
+        rec.open(30.0, (64, 48))
+    rec.close()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if name.endswith(".avi"):
+        assert said == []
+    else:
+        assert len(said) == 1 and str(tmp_path / name) in said[0], said
+        assert "whole video is lost" in said[0] and "name it .avi" in said[0]
+
+
+def test_the_frame_index_is_on_disk_before_the_frames_are_published(tmp_path):
+    """Each ``write`` leaves its index lines in the sidecar file before it returns (read by
+    another reader while the recorder is still open), so a killed process keeps them."""
+    from bci_affect.core.chunk import StreamInfo
+
+    info = StreamInfo("Camera", "VideoFrames", 30.0, ("frame",), channel_format="int64")
+    rec = VideoRecorder(tmp_path / "v.avi")
+    rec.open(30.0, (64, 48))
+    try:
+        for i in range(3):
+            rec.write(_frame(i, info))
+            frames, times = read_frame_index(rec.index_path)
+            np.testing.assert_array_equal(frames, np.arange(i + 1))
+            np.testing.assert_array_equal(times, np.arange(i + 1, dtype=float))
+    finally:
+        rec.close()
