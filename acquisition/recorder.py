@@ -93,6 +93,17 @@ def subject_session_from_path(path: str | os.PathLike) -> tuple[str | None, str]
     return subject, p.stem
 
 
+def _json_messages(lines) -> Iterator[dict]:
+    """The JSON objects among ``lines`` (one message per line; anything else is skipped)."""
+    for line in lines:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            yield msg
+
+
 def _utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -868,13 +879,7 @@ class Recorder:
         import pylsl  # noqa: PLC0415
 
         with stream:
-            for line in stream:
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(msg, dict):
-                    continue
+            for msg in _json_messages(stream):
                 # e.g. SIGTERM to the recording process; not when this process was asked to
                 # stop at the same time (systemd sends SIGTERM to both)
                 by_itself = (
@@ -1168,13 +1173,7 @@ class _WorkerControl:
 
     def read_parent(self, stream) -> None:
         """Read the parent's messages until its end of the pipe closes."""
-        for line in stream:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(msg, dict):
-                continue
+        for msg in _json_messages(stream):
             if msg.get("stop"):
                 with contextlib.suppress(ValueError, TypeError):
                     self.drain_s = float(msg.get("drain_s", self.drain_s))
