@@ -32,6 +32,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bci_affect.cli._subjects import (
+    default_data_dir,
+    store_path,
+)
 from bci_affect.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -48,79 +52,12 @@ the web page (default) is served on 127.0.0.1; its address is printed at the sta
 another address (--host), the address carries a random token.
 """
 
-DATA_ENV = "BCI_AFFECT_DATA"
 #: A resumed replay starts this long before the last scored window (the first windows need
 #: a full window of signal; windows scored twice are never asked about twice).
 RESUME_OVERLAP_S = 10.0
 #: ``OSError.errno`` values that mean the session's files cannot be written (disk full, quota,
 #: file size limit, read-only or failing disk): the session stops, what was stored stays.
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
-
-
-def default_data_dir() -> Path:
-    """``$BCI_AFFECT_DATA``, else ``$XDG_DATA_HOME/bci-affect`` (``~/.local/share/bci-affect``)."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "bci-affect"
-
-
-def store_path(data_dir: Path) -> Path:
-    return Path(data_dir) / "calibration.sqlite"
-
-
-def subject_model(subject: str, data_dir: Path | None = None) -> Path:
-    """The latest model version of ``subject`` (what ``run --subject`` scores with).
-
-    Raises
-    ------
-    ConfigError
-        No calibration data, or no model for the subject.
-    """
-    from calibration.store import LabelStore  # noqa: PLC0415
-
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    path = store_path(data_dir)
-    if not path.exists():
-        raise ConfigError(
-            f"no calibration data in {data_dir}; calibrate first (bci-affect calibrate "
-            f"--subject {subject} ...) or name the folder with --data-dir"
-        )
-    with LabelStore(path) as store:
-        row = store.latest_model(subject)
-    if row is None or not row.path:
-        raise ConfigError(
-            f"subject {subject!r} has no model in {data_dir}; run bci-affect calibrate "
-            f"--subject {subject} first"
-        )
-    if not Path(row.path).is_dir():
-        raise ConfigError(
-            f"subject {subject!r}'s model v{row.version} is missing ({row.path}); restore it "
-            "or calibrate again"
-        )
-    return Path(row.path)
-
-
-def add_subject_arguments(p: argparse.ArgumentParser) -> None:
-    """``--subject`` and ``--data-dir`` for commands that score with a subject's model."""
-    p.add_argument(
-        "--subject",
-        metavar="S",
-        help="score with this subject's latest calibrated model (unless --model is given)",
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        help=f"calibration data folder (default: ${DATA_ENV} or ~/.local/share/bci-affect)",
-    )
-
-
-def apply_subject_model(args: argparse.Namespace) -> None:
-    """``args.model`` := the subject's latest model when ``--subject`` is given without one."""
-    if getattr(args, "subject", None) and not args.model:
-        args.model = str(subject_model(args.subject, args.data_dir))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

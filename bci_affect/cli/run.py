@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from bci_affect.cli.calibrate import add_subject_arguments, apply_subject_model
+from bci_affect.cli._subjects import add_subject_arguments, apply_subject_model
 from bci_affect.core.errors import BciAffectError, ConfigError
 
 _EPILOG = """\

@@ -230,7 +230,7 @@ def test_web_session_answers_reach_sqlite_xdf_and_personalise(tmp_path):
     assert (folder / "report.html").stat().st_size > 10_000
 
     # `run --subject` scores with the subject's latest model
-    from bci_affect.cli.calibrate import subject_model
+    from bci_affect.cli._subjects import subject_model
 
     assert subject_model("S01", data) == Path(versions[-1].path)
 
