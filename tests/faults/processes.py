@@ -5,6 +5,8 @@ the predictions file.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -12,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,3 +173,35 @@ def summary_counts(lines: list[str]) -> dict[str, int]:
     m = re.search(r"(\d+) not scored", ran[0])
     counts["not scored"] = int(m.group(1)) if m else 0
     return counts
+
+
+@contextlib.contextmanager
+def tmpfs(mnt: Path, size: str) -> Iterator[str | None]:
+    """Mount a tmpfs of ``size`` (e.g. ``"256k"``) on ``mnt`` for the block (needs root).
+
+    Yields ``None`` when mounted (unmounted at the end), else why it could not be mounted.
+    """
+    mnt.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        yield res.stderr.strip() or f"mount exited with status {res.returncode}"
+        return
+    try:
+        yield None
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_disk(path: Path) -> None:
+    """Write ``path`` until the disk holding it has not one byte left."""
+    with open(path, "wb", buffering=0) as f:
+        for block in (65536, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * block)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc

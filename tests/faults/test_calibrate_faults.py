@@ -39,6 +39,7 @@ from calibration.web import WebUI
 
 from ..calibration.test_calibrate_cli import SESSION, Cli, _alive, _children, page_query, wait_until
 from ..calibration.util import DEMO
+from .processes import fill_disk, tmpfs
 
 SEED = int(os.environ.get("BCI_AFFECT_FAULT_SEED", "0"))
 #: The session of the calibrate tests without personalisation rounds (a busy worker process
@@ -200,39 +201,18 @@ def full_disk(tmp_path):
     0 instead (``prlimit``, Linux; Python ignores SIGXFSZ, so writes fail with EFBIG).
     """
     mnt = tmp_path / "disk"
-    mnt.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if res.returncode != 0:
+    with tmpfs(mnt, "16m") as why:
+        if why is None:
+            yield mnt / "data", lambda pid: fill_disk(mnt / "filler")
+            return
         resource = pytest.importorskip("resource")
         if not hasattr(resource, "prlimit"):
-            pytest.skip(f"cannot mount a tmpfs ({res.stderr.strip()}) and no prlimit")
+            pytest.skip(f"cannot mount a tmpfs ({why}) and no prlimit")
 
         def limit(pid: int) -> None:
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, 0))
 
         yield mnt / "data", limit
-        return
-
-    def fill(pid: int) -> None:
-        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            for size in (1 << 16, 1):  # then the last bytes of a partly written block
-                try:
-                    while os.write(fd, b"\0" * size):
-                        pass
-                except OSError:
-                    pass
-        finally:
-            os.close(fd)
-
-    try:
-        yield mnt / "data", fill
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.mark.slow

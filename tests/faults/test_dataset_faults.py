@@ -22,14 +22,8 @@ import torch
 
 from bci_affect.cli import main
 
-#: Two subjects of 8 short trials (6-7 s), face at 5 frames/s: about 80 s per subject.
-TINY_SESSION = {
-    "n_trials": 8,
-    "trial_s": [6.0, 7.0],
-    "rest_s": [2.0, 2.5],
-    "lead_in_s": 2.0,
-    "tail_s": 1.0,
-}
+from ..training.sessions import TINY_SESSION
+
 #: The damaged files, relative to the dataset folder.
 CUT = "sub-01/ses-02.xdf"  # the first 60 % of a session: used as far as it goes
 SKIPPED = {

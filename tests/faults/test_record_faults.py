@@ -11,7 +11,6 @@ after the file is known to hold samples.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import random
@@ -32,6 +31,8 @@ from acquisition.lsl import Outlet
 from acquisition.recorder import sidecar_path
 from acquisition.xdf import RecordingWarning, load_xdf
 from bci_affect.core import Chunk, FileFormatError, StreamInfo, StreamNotFoundError
+
+from .processes import fill_disk, tmpfs
 
 pytestmark = [
     pytest.mark.lsl,
@@ -392,30 +393,10 @@ def test_file_size_limit_during_record(tmp_path, uid, publisher):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 256 kB tmpfs (needs root; skipped otherwise: the file-size limit case still runs)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs ({res.stderr.strip()}); the file-size limit case runs")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill_disk(path: Path) -> None:
-    """Write ``path`` until the disk holding it has not one byte left."""
-    with open(path, "wb", buffering=0) as f:
-        for block in (65536, 4096, 1):
-            try:
-                while True:
-                    f.write(b"\0" * block)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
+    with tmpfs(tmp_path / "disk", "256k") as why:
+        if why is not None:
+            pytest.skip(f"cannot mount a tmpfs ({why}); the file-size limit case runs")
+        yield tmp_path / "disk"
 
 
 def test_disk_filled_by_another_program_during_record(small_disk, uid, publisher):

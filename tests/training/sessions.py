@@ -26,6 +26,14 @@ SHORT_SESSION = {
     "lead_in_s": 2.0,
     "tail_s": 1.0,
 }
+#: Tiny sessions: 8 trials of 6-7 s (with face at 5 frames/s, about 80 s per subject).
+TINY_SESSION = {
+    "n_trials": 8,
+    "trial_s": [6.0, 7.0],
+    "rest_s": [2.0, 2.5],
+    "lead_in_s": 2.0,
+    "tail_s": 1.0,
+}
 SIM_SEED = 3
 N_SIM_SUBJECTS = 3
 CYTON = ("Fp1", "Fp2", "C3", "C4", "P7", "P8", "O1", "O2")
